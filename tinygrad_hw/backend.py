@@ -1,0 +1,234 @@
+"""Array backends: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Everything in the engine reaches arrays through a :class:`Backend` object: its array module
+``xp`` (``numpy`` or ``cupy``), its random generator, and the few helpers whose spelling differs
+between the two libraries. A new backend is one new subclass. This is the only module that
+imports CuPy, and it does so only when the ``cupy`` backend is first asked for.
+
+The module also holds the library-wide settings that every layer needs: the default dtype,
+the default backend and the global seed.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy
+
+__all__ = [
+    "Backend", "NumpyBackend", "CupyBackend", "get_backend", "set_backend", "backend_of",
+    "set_default_dtype", "get_default_dtype", "manual_seed", "host_rng", "to_dtype",
+]
+
+
+class Backend:
+    """One array library. Subclasses set ``name`` and ``xp`` and fill in the differing helpers."""
+
+    name: str = ""
+    xp = None  # the array module
+
+    def __init__(self, seed: int | None = None):
+        self.seed(seed)
+
+    def __repr__(self):
+        return f"<backend {self.name}>"
+
+    # -- arrays -------------------------------------------------------------------------------
+    def asarray(self, data, dtype=None):
+        """``data`` (list, scalar, NumPy or this backend's array) as an array of this backend."""
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, array) -> numpy.ndarray:
+        """A NumPy copy of ``array`` (on the host)."""
+        return numpy.array(array)
+
+    def is_array(self, obj) -> bool:
+        return isinstance(obj, self.xp.ndarray)
+
+    def scatter_add(self, target, indices, values):
+        """``target[indices] += values`` with repeated indices summed (unbuffered), in place."""
+        raise NotImplementedError
+
+    def as_strided(self, array, shape, strides):
+        """A read-only strided view of ``array`` (strides in bytes), no copy."""
+        raise NotImplementedError
+
+    def synchronize(self):
+        """Wait for queued device work (a no-op on the CPU); used by timers."""
+
+    # -- random numbers -----------------------------------------------------------------------
+    def seed(self, seed: int | None):
+        raise NotImplementedError
+
+    def rand(self, shape, dtype):
+        """Uniform [0, 1) samples."""
+        raise NotImplementedError
+
+    def randn(self, shape, dtype):
+        """Standard normal samples."""
+        raise NotImplementedError
+
+    def randint(self, low, high, shape):
+        """Integers uniform in [low, high), int64."""
+        raise NotImplementedError
+
+    def permutation(self, n):
+        """A random permutation of ``range(n)`` as an int64 array."""
+        raise NotImplementedError
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    xp = numpy
+
+    def scatter_add(self, target, indices, values):
+        numpy.add.at(target, indices, values)
+
+    def as_strided(self, array, shape, strides):
+        return numpy.lib.stride_tricks.as_strided(array, shape, strides, writeable=False)
+
+    def seed(self, seed):
+        self.rng = numpy.random.default_rng(seed)
+
+    def rand(self, shape, dtype):
+        return self.rng.random(shape, dtype=_float_for_rng(dtype))
+
+    def randn(self, shape, dtype):
+        return self.rng.standard_normal(shape, dtype=_float_for_rng(dtype))
+
+    def randint(self, low, high, shape):
+        return self.rng.integers(low, high, size=shape, dtype=numpy.int64)
+
+    def permutation(self, n):
+        return self.rng.permutation(n).astype(numpy.int64)
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+
+    def __init__(self, seed=None):
+        try:
+            import cupy
+            import cupyx
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # ImportError, or CUDA present but no usable GPU
+            raise RuntimeError(
+                "the 'cupy' backend needs CuPy and an NVIDIA GPU with a working CUDA driver "
+                f"({type(exc).__name__}: {exc}). Install it with: pip install \"tinygrad_hw[cuda]\" "
+                "(or the cupy-cudaXXx wheel matching your CUDA version), or use the 'numpy' backend."
+            ) from exc
+        self.xp = cupy
+        self._cupyx = cupyx
+        super().__init__(seed)
+
+    def to_numpy(self, array):
+        return self.xp.asnumpy(array)
+
+    def asarray(self, data, dtype=None):
+        return self.xp.asarray(data, dtype=dtype)
+
+    def scatter_add(self, target, indices, values):
+        self._cupyx.scatter_add(target, indices, values)
+
+    def as_strided(self, array, shape, strides):
+        return self.xp.lib.stride_tricks.as_strided(array, shape, strides)
+
+    def synchronize(self):
+        self.xp.cuda.get_current_stream().synchronize()
+
+    def seed(self, seed):
+        self.rng = self.xp.random.RandomState(seed)
+
+    def rand(self, shape, dtype):
+        return self.rng.random_sample(shape, dtype=_float_for_rng(dtype))
+
+    def randn(self, shape, dtype):
+        return self.rng.standard_normal(shape, dtype=_float_for_rng(dtype))
+
+    def randint(self, low, high, shape):
+        return self.rng.randint(low, high, size=shape, dtype=self.xp.int64)
+
+    def permutation(self, n):
+        return self.rng.permutation(n).astype(self.xp.int64)
+
+
+def _float_for_rng(dtype):
+    """Random generators draw float32 or float64 only; anything else draws float64."""
+    dtype = numpy.dtype(dtype)
+    return dtype if dtype in (numpy.float32, numpy.float64) else numpy.float64
+
+
+# -- library-wide settings ----------------------------------------------------------------------
+_BACKEND_TYPES = {"numpy": NumpyBackend, "cupy": CupyBackend}
+_instances: dict[str, Backend] = {}
+_seed: int | None = None
+_default_dtype = numpy.dtype(numpy.float32)
+_default_backend_name = os.environ.get("TINYGRAD_HW_BACKEND", "numpy").strip().lower() or "numpy"
+# Host-side generator for draws that must not depend on the backend (parameter initialisation),
+# so that one seed gives the same model on the CPU and on the GPU.
+_host_rng = numpy.random.default_rng(None)
+
+
+def get_backend(name: "str | Backend | None" = None) -> Backend:
+    """The backend object called ``name`` (default: the current default backend)."""
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        name = _default_backend_name
+    key = str(name).lower()
+    if key not in _BACKEND_TYPES:
+        raise ValueError(f"unknown backend {name!r}: expected one of {sorted(_BACKEND_TYPES)}")
+    if key not in _instances:
+        _instances[key] = _BACKEND_TYPES[key](_seed)
+    return _instances[key]
+
+
+def set_backend(name: str) -> Backend:
+    """Make ``name`` ('numpy' or 'cupy') the backend of newly created tensors; returns it."""
+    global _default_backend_name
+    backend = get_backend(name)  # raises a clear error where it cannot be used
+    _default_backend_name = backend.name
+    return backend
+
+
+def backend_of(array) -> Backend:
+    """The backend an array lives on (NumPy arrays and scalars -> numpy)."""
+    if isinstance(array, numpy.ndarray) or numpy.isscalar(array):
+        return get_backend("numpy")
+    if type(array).__module__.startswith("cupy"):
+        return get_backend("cupy")
+    raise TypeError(f"expected a numpy or cupy array, got {type(array).__name__}")
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the floating dtype of tensors made from Python numbers and of new parameters."""
+    global _default_dtype
+    dt = numpy.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"set_default_dtype: expected a floating dtype, got {dt}")
+    _default_dtype = dt
+
+
+def get_default_dtype() -> numpy.dtype:
+    return _default_dtype
+
+
+def to_dtype(dtype) -> numpy.dtype:
+    """``dtype`` ('float32', numpy.float64, ...) as a numpy.dtype (CuPy uses the same objects)."""
+    try:
+        return numpy.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"not a dtype: {dtype!r}") from exc
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every random draw of the library: initialisation, dropout, shuffling, augmentation."""
+    global _seed, _host_rng
+    _seed = int(seed)
+    _host_rng = numpy.random.default_rng(_seed)
+    for backend in _instances.values():
+        backend.seed(_seed)
+
+
+def host_rng() -> numpy.random.Generator:
+    """The host generator used for backend-independent draws such as parameter initialisation."""
+    return _host_rng

@@ -1,0 +1,869 @@
+"""The Tensor and the reverse-mode autograd engine.
+
+A Tensor wraps one backend array (``.data``). Operations on tensors that need gradients record
+the :class:`~tinygrad_hw.function.Function` that made them in ``._ctx``; ``backward()`` walks that
+graph in reverse topological order (iteratively, so a chain of 100,000 ops is fine), calls each
+op's ``backward`` and accumulates gradients. With ``create_graph=True`` the backward pass runs with
+recording on, so its result is itself differentiable.
+"""
+from __future__ import annotations
+
+import numbers
+import weakref
+
+import numpy
+
+from . import backend as _backend
+from . import ops
+from .backend import get_backend, get_default_dtype, to_dtype
+
+__all__ = ["Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like", "randn", "rand",
+           "arange", "cat", "stack", "where", "no_grad", "enable_grad", "is_grad_enabled", "grad"]
+
+_grad_enabled = True
+
+
+class _GradMode:
+    """Context manager (and decorator) that switches graph recording off or on."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        global _grad_enabled
+        self.prev, _grad_enabled = _grad_enabled, self.enabled
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.prev
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with _GradMode(self.enabled):
+                return fn(*args, **kwargs)
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        return wrapper
+
+
+def no_grad():
+    """``with hw.no_grad():`` records no graph inside (also usable as a decorator)."""
+    return _GradMode(False)
+
+
+def enable_grad():
+    """``with hw.enable_grad():`` records the graph again inside a ``no_grad`` region."""
+    return _GradMode(True)
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def _axes(axis, ndim):
+    """Normalise an int / tuple / None axis argument to a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, numbers.Integral):
+        axis = (axis,)
+    out = []
+    for a in axis:
+        if not -max(ndim, 1) <= a < max(ndim, 1):
+            raise IndexError(f"dimension {a} out of range for a tensor with {ndim} dims")
+        out.append(a % ndim if ndim else 0)
+    return tuple(sorted(set(out)))
+
+
+def _axis_arg(axis, dim):
+    if dim is not None:
+        if axis is not None:
+            raise TypeError("give axis= or dim=, not both")
+        return dim
+    return axis
+
+
+def _keep_arg(keepdims, keepdim):
+    return bool(keepdims or keepdim)
+
+
+def _is_float(dtype) -> bool:
+    return dtype.kind == "f"
+
+
+def _promote(a, b):
+    """PyTorch's promotion between two tensor dtypes: floats win over integers and bools."""
+    if a == b:
+        return a
+    if _is_float(a) != _is_float(b):
+        return a if _is_float(a) else b
+    if a.kind == "b":
+        return b
+    if b.kind == "b":
+        return a
+    return numpy.promote_types(a, b)
+
+
+class Tensor:
+    """An n-dimensional array on a backend, with reverse-mode autograd.
+
+    ``Tensor(data, dtype=None, requires_grad=False, backend=None)``: Python numbers and lists become
+    the default float dtype (float32) when they hold floats, int64 for ints, bool for bools; NumPy
+    and CuPy arrays keep their dtype unless ``dtype`` is given. ``backend`` ('numpy' or 'cupy')
+    defaults to the array's own backend, or the default backend for lists and numbers.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_be", "_retains_grad", "__weakref__")
+    __array_ufunc__ = None  # numpy scalars and arrays defer to Tensor's reflected operators
+
+    def __init__(self, data, dtype=None, requires_grad=False, backend=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        src = None
+        if hasattr(data, "__array__") or hasattr(data, "__cuda_array_interface__"):
+            try:
+                src = _backend.backend_of(data)
+            except TypeError:
+                src = None
+        be = get_backend(backend if backend is not None else (src or None))
+        if dtype is not None:
+            dtype = to_dtype(dtype)
+        if src is None:  # Python numbers, lists, anything array-like
+            arr = numpy.asarray(data)
+            if arr.dtype == object:
+                raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}")
+            if dtype is None and arr.dtype.kind == "f" and not isinstance(data, numpy.generic):
+                dtype = get_default_dtype()
+            elif dtype is None and arr.dtype.kind in "iu" and not isinstance(data, numpy.generic):
+                dtype = numpy.dtype(numpy.int64)
+            data = be.asarray(arr, dtype=dtype)
+        elif src is not be:
+            data = be.asarray(src.to_numpy(data), dtype=dtype)
+        else:
+            data = be.asarray(data, dtype=dtype)
+        self._init(data, be, False)
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def _init(self, data, be, requires_grad):
+        self.data = data
+        self._be = be
+        self.requires_grad = requires_grad
+        self.grad = None
+        self._ctx = None
+        self._retains_grad = False
+
+    @staticmethod
+    def _make(data, be, requires_grad=False) -> "Tensor":
+        """Wrap an array of backend ``be`` without any conversion (the engine's fast path)."""
+        t = object.__new__(Tensor)
+        t._init(data, be, requires_grad)
+        return t
+
+    def _const(self, array) -> "Tensor":
+        """A constant tensor on this tensor's backend."""
+        return Tensor._make(self._be.asarray(array), self._be)
+
+    # -- the engine's entry point for ops -------------------------------------------------------
+    @staticmethod
+    def _run_op(op_cls, inputs, params) -> "Tensor":
+        be = inputs[0]._be
+        for t in inputs:
+            if t._be is not be:
+                raise ValueError(f"{op_cls.__name__}: tensors on two backends, {be.name} and "
+                                 f"{t._be.name}; move one with .to({be.name!r})")
+        fn = op_cls(be, **params)
+        out = Tensor._make(fn.forward(*[t.data for t in inputs]), be)
+        if _grad_enabled and any(t.requires_grad for t in inputs):
+            out.requires_grad = True
+            out._ctx = fn
+            fn.inputs = inputs
+            fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            fn.output = weakref.ref(out)
+        return out
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def backend(self) -> str:
+        return self._be.name
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def T(self) -> "Tensor":
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def mT(self) -> "Tensor":
+        return self.transpose(-2, -1)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self):
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        if self._ctx is not None:
+            extra = f", grad_fn=<{self._ctx.name}>"
+        body = numpy.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}, backend={self.backend}{extra})"
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError("the truth value of a tensor with more than one element is ambiguous")
+        return bool(self.item())
+
+    def __hash__(self):
+        return id(self)
+
+    # -- conversion -----------------------------------------------------------------------------
+    def numpy(self) -> numpy.ndarray:
+        """A NumPy copy of the data (copied from the GPU for the cupy backend)."""
+        return self._be.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): the tensor has {self.data.size} elements, not one")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, backend=None, dtype=None) -> "Tensor":
+        """A copy on ``backend`` ('numpy'/'cupy') and/or with ``dtype``; differentiable for dtype."""
+        out = self
+        if backend is not None and get_backend(backend) is not self._be:
+            be = get_backend(backend)
+            out = Tensor._make(be.asarray(self._be.to_numpy(self.data)), be, self.requires_grad)
+        if dtype is not None:
+            out = out.astype(dtype)
+        return out
+
+    def cpu(self):
+        return self.to("numpy")
+
+    def astype(self, dtype) -> "Tensor":
+        dtype = to_dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        if self.requires_grad and dtype.kind != "f":
+            return Tensor._make(self.data.astype(dtype), self._be)
+        return ops.Cast.apply(self, dtype=dtype)
+
+    def type(self, dtype):
+        return self.astype(dtype)
+
+    def float(self):
+        return self.astype(numpy.float32)
+
+    def double(self):
+        return self.astype(numpy.float64)
+
+    def long(self):
+        return self.astype(numpy.int64)
+
+    def int(self):
+        return self.astype(numpy.int32)
+
+    def bool(self):
+        return self.astype(numpy.bool_)
+
+    # -- autograd -------------------------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if requires_grad and not _is_float(self.dtype):
+            raise TypeError(f"only floating-point tensors can require gradients, this one is {self.dtype}")
+        if not self.is_leaf and not requires_grad:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use .detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` for this non-leaf tensor in the next backward pass."""
+        self._retains_grad = True
+        return self
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor._make(self.data, self._be)
+
+    def zero_(self) -> "Tensor":
+        self.data[...] = 0
+        return self
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, like ``torch.Tensor.backward``."""
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward(): grad can be implicitly created only for scalar "
+                                   f"outputs; this tensor has shape {self.shape}, pass gradient=")
+            gradient = Tensor._make(self._be.xp.ones(self.shape, dtype=self.dtype), self._be)
+        gradient = _as_grad(gradient, self)
+        if retain_graph is None:
+            retain_graph = create_graph
+        _backprop([self], [gradient], retain_graph, create_graph)
+
+    # -- creation helpers used by ops -------------------------------------------------------
+    def _scalar(self, value) -> "Tensor":
+        """A Python number as a 0-d tensor of the dtype PyTorch would give ``self op value``."""
+        if isinstance(value, bool):
+            dtype = self.dtype
+        elif isinstance(value, numbers.Integral):
+            dtype = self.dtype if self.dtype.kind != "b" else numpy.dtype(numpy.int64)
+        elif isinstance(value, numbers.Real):
+            dtype = self.dtype if _is_float(self.dtype) else get_default_dtype()
+        else:
+            raise TypeError(f"unsupported operand type {type(value).__name__}")
+        return Tensor._make(self._be.xp.asarray(value, dtype=dtype), self._be)
+
+    def _operand(self, other) -> "Tensor":
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, numbers.Number):
+            return self._scalar(other)
+        return Tensor(other, backend=self._be)
+
+    def _binary(self, op, other, reverse=False) -> "Tensor":
+        other = self._operand(other)
+        a, b = (other, self) if reverse else (self, other)
+        dtype = _promote(a.dtype, b.dtype)
+        if op is ops.Div and not _is_float(dtype):
+            dtype = get_default_dtype()
+        a, b = a.astype(dtype), b.astype(dtype)
+        _check_broadcast(op.__name__, a.shape, b.shape)
+        return op.apply(a, b)
+
+    def _compare(self, fn, other) -> "Tensor":
+        other = self._operand(other)
+        if other._be is not self._be:
+            raise ValueError(f"comparison: tensors on two backends, {self.backend} and {other.backend}")
+        return Tensor._make(fn(self.data, other.data), self._be)
+
+    # -- arithmetic -----------------------------------------------------------------------------
+    def __add__(self, other): return self._binary(ops.Add, other)
+    def __radd__(self, other): return self._binary(ops.Add, other, reverse=True)
+    def __sub__(self, other): return self._binary(ops.Sub, other)
+    def __rsub__(self, other): return self._binary(ops.Sub, other, reverse=True)
+    def __mul__(self, other): return self._binary(ops.Mul, other)
+    def __rmul__(self, other): return self._binary(ops.Mul, other, reverse=True)
+    def __truediv__(self, other): return self._binary(ops.Div, other)
+    def __rtruediv__(self, other): return self._binary(ops.Div, other, reverse=True)
+    def __pow__(self, other): return self._binary(ops.Pow, other)
+    def __rpow__(self, other): return self._binary(ops.Pow, other, reverse=True)
+    def __matmul__(self, other): return self.matmul(other)
+    def __rmatmul__(self, other): return self._operand(other).matmul(self)
+    def __neg__(self): return ops.Neg.apply(self)
+    def __pos__(self): return self
+
+    def add(self, other): return self + other
+    def sub(self, other): return self - other
+    def mul(self, other): return self * other
+    def div(self, other): return self / other
+    def pow(self, other): return self ** other
+    def neg(self): return -self
+
+    # comparisons give bool tensors and carry no gradient
+    def __eq__(self, other): return self._compare(lambda a, b: a == b, other)
+    def __ne__(self, other): return self._compare(lambda a, b: a != b, other)
+    def __lt__(self, other): return self._compare(lambda a, b: a < b, other)
+    def __le__(self, other): return self._compare(lambda a, b: a <= b, other)
+    def __gt__(self, other): return self._compare(lambda a, b: a > b, other)
+    def __ge__(self, other): return self._compare(lambda a, b: a >= b, other)
+    def __invert__(self): return Tensor._make(~self.data, self._be)
+    def __and__(self, other): return self._compare(lambda a, b: a & b, other)
+    def __or__(self, other): return self._compare(lambda a, b: a | b, other)
+
+    def eq(self, other): return self == other
+    def ne(self, other): return self != other
+    def lt(self, other): return self < other
+    def le(self, other): return self <= other
+    def gt(self, other): return self > other
+    def ge(self, other): return self >= other
+
+    # -- elementwise functions ------------------------------------------------------------------
+    def _float_op(self, op, **params) -> "Tensor":
+        x = self if _is_float(self.dtype) else self.astype(get_default_dtype())
+        return op.apply(x, **params)
+
+    def exp(self): return self._float_op(ops.Exp)
+    def log(self): return self._float_op(ops.Log)
+    def sqrt(self): return self._float_op(ops.Sqrt)
+    def tanh(self): return self._float_op(ops.Tanh)
+    def sigmoid(self): return self._float_op(ops.Sigmoid)
+    def abs(self): return ops.Abs.apply(self)
+    def relu(self): return ops.Relu.apply(self)
+    def leaky_relu(self, negative_slope=0.01): return ops.LeakyRelu.apply(self, negative_slope=negative_slope)
+    def clamp(self, min=None, max=None): return ops.Clamp.apply(self, min=min, max=max)
+    def clip(self, min=None, max=None): return self.clamp(min, max)
+    def maximum(self, other): return self._binary(ops.Maximum, other)
+    def minimum(self, other): return self._binary(ops.Minimum, other)
+    def square(self): return self * self
+    def rsqrt(self): return 1 / self.sqrt()
+    def reciprocal(self): return 1 / self
+    def log1p(self): return (1 + self).log()
+    def softplus(self): return self.maximum(0.0) + (-self.abs()).exp().log1p()
+    def sign(self): return Tensor._make(self._be.xp.sign(self.data), self._be)
+
+    def where(self, condition, other) -> "Tensor":
+        """``torch.where(condition, self, other)`` (PyTorch's ``Tensor.where``)."""
+        return where(condition, self, other)
+
+    # -- reductions -----------------------------------------------------------------------------
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        axis = _axes(_axis_arg(axis, dim), self.ndim)
+        x = self if self.dtype.kind != "b" else self.astype(numpy.int64)
+        return ops.Sum.apply(x, axis=axis, keepdims=_keep_arg(keepdims, keepdim))
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        axis = _axes(_axis_arg(axis, dim), self.ndim)
+        count = int(numpy.prod([self.shape[a] for a in axis]))
+        x = self if _is_float(self.dtype) else self.astype(get_default_dtype())
+        return x.sum(axis, _keep_arg(keepdims, keepdim)) / count
+
+    def var(self, axis=None, keepdims=False, *, dim=None, keepdim=False, correction=1, unbiased=None):
+        """Variance with Bessel's correction by default (``correction=1``), as in PyTorch."""
+        if unbiased is not None:
+            correction = int(unbiased)
+        axis = _axes(_axis_arg(axis, dim), self.ndim)
+        count = int(numpy.prod([self.shape[a] for a in axis]))
+        centred = self - self.mean(axis, keepdims=True)
+        return (centred * centred).sum(axis, _keep_arg(keepdims, keepdim)) / max(count - correction, 0)
+
+    def std(self, axis=None, keepdims=False, *, dim=None, keepdim=False, correction=1, unbiased=None):
+        return self.var(axis, keepdims, dim=dim, keepdim=keepdim, correction=correction,
+                        unbiased=unbiased).sqrt()
+
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        """Largest value over ``axis`` (values only, like ``torch.amax``; ties share the gradient)."""
+        axis = _axes(_axis_arg(axis, dim), self.ndim)
+        return ops.Max.apply(self, axis=axis, keepdims=_keep_arg(keepdims, keepdim))
+
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        """Smallest value over ``axis`` (values only, like ``torch.amin``)."""
+        axis = _axes(_axis_arg(axis, dim), self.ndim)
+        return ops.Min.apply(self, axis=axis, keepdims=_keep_arg(keepdims, keepdim))
+
+    def amax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return self.max(axis, keepdims, dim=dim, keepdim=keepdim)
+
+    def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return self.min(axis, keepdims, dim=dim, keepdim=keepdim)
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return self._arg(self._be.xp.argmax, _axis_arg(axis, dim), _keep_arg(keepdims, keepdim))
+
+    def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return self._arg(self._be.xp.argmin, _axis_arg(axis, dim), _keep_arg(keepdims, keepdim))
+
+    def _arg(self, fn, axis, keepdims):
+        if axis is None:
+            out = fn(self.data.reshape(-1))
+            out = out.reshape((1,) * self.ndim) if keepdims else out
+        else:
+            out = fn(self.data, axis=axis, keepdims=keepdims)
+        return Tensor._make(out.astype(numpy.int64), self._be)
+
+    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        """log(sum(exp(x))) computed stably (shifted by the detached maximum)."""
+        axis = _axes(_axis_arg(axis, dim), self.ndim)
+        shift = self.detach().max(axis, keepdims=True)
+        shift = shift.where(self._be.xp.isfinite(shift.data), 0)
+        out = (self - shift).exp().sum(axis, keepdims=True).log() + shift
+        return out if _keep_arg(keepdims, keepdim) else out.squeeze(axis)
+
+    def softmax(self, axis=-1, *, dim=None):
+        return self._float_op(ops.Softmax, axis=_axes(_axis_arg(axis, dim), self.ndim))
+
+    def log_softmax(self, axis=-1, *, dim=None):
+        return self._float_op(ops.LogSoftmax, axis=_axes(_axis_arg(axis, dim), self.ndim))
+
+    def sum_to(self, shape) -> "Tensor":
+        """Sum over broadcast dimensions so the result has ``shape`` (the reverse of ``expand``)."""
+        shape = tuple(shape)
+        if self.shape == shape:
+            return self
+        lead = self.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
+                                          if n == 1 and self.shape[i + lead] != 1)
+        out = self.sum(axes, keepdims=True)
+        return out.reshape(shape) if lead or out.shape != shape else out
+
+    # -- shape ----------------------------------------------------------------------------------
+    def reshape(self, *shape):
+        shape = _shape_arg(shape)
+        if tuple(shape) == self.shape:
+            return self
+        try:
+            numpy.empty(self.shape, dtype=bool).reshape(shape)  # validates and resolves -1 cheaply
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} "
+                             f"({self.numel()} elements) into {tuple(shape)}") from None
+        return ops.Reshape.apply(self, shape=tuple(shape))
+
+    def view(self, *shape):
+        return self.reshape(*shape)
+
+    def permute(self, *axes):
+        axes = _shape_arg(axes)
+        if sorted(a % self.ndim for a in axes) != list(range(self.ndim)):
+            raise ValueError(f"permute: {tuple(axes)} is not a permutation of the {self.ndim} dims")
+        axes = tuple(a % self.ndim for a in axes)
+        if axes == tuple(range(self.ndim)):
+            return self
+        return ops.Permute.apply(self, axes=axes)
+
+    def transpose(self, dim0=-2, dim1=-1):
+        axes = list(range(self.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return self.permute(*axes)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = start_dim % self.ndim, end_dim % self.ndim
+        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
+        return self.reshape(shape) if end > start else self
+
+    def squeeze(self, dim=None):
+        axes = _axes(dim, self.ndim) if dim is not None else tuple(range(self.ndim))
+        shape = [n for i, n in enumerate(self.shape) if not (i in axes and n == 1)]
+        return self.reshape(shape)
+
+    def unsqueeze(self, dim):
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def expand(self, *shape):
+        shape = list(_shape_arg(shape))
+        lead = len(shape) - self.ndim
+        if lead < 0:
+            raise ValueError(f"expand: target {tuple(shape)} has fewer dims than {self.shape}")
+        for i in range(self.ndim):
+            if shape[lead + i] == -1:
+                shape[lead + i] = self.shape[i]
+            elif self.shape[i] not in (1, shape[lead + i]):
+                raise ValueError(f"expand: cannot expand {self.shape} to {tuple(shape)}")
+        shape = tuple(shape)
+        return self if shape == self.shape else ops.Expand.apply(self, shape=shape)
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def contiguous(self):
+        return self
+
+    def __getitem__(self, index):
+        return ops.GetItem.apply(self, index=self._index(index))
+
+    def _index(self, index):
+        """Tensors inside an index become backend arrays; lists become integer arrays."""
+        items = index if isinstance(index, tuple) else (index,)
+        out = []
+        for item in items:
+            if isinstance(item, Tensor):
+                item = item.data
+            elif isinstance(item, list):
+                item = self._be.asarray(item)
+            elif isinstance(item, numpy.ndarray) and self._be.name != "numpy":
+                item = self._be.asarray(item)
+            out.append(item)
+        return tuple(out) if isinstance(index, tuple) else out[0]
+
+    def _scatter_into(self, shape, index):
+        return ops.ScatterInto.apply(self, shape=shape, index=index)
+
+    def pad(self, pad, value=0.0):
+        """Constant padding with ``torch.nn.functional.pad``'s order: (last_lo, last_hi, prev_lo, ...)."""
+        if len(pad) % 2 or len(pad) // 2 > self.ndim:
+            raise ValueError(f"pad: expected an even number of at most {2 * self.ndim} values, got {len(pad)}")
+        if any(p < 0 for p in pad):
+            raise ValueError("pad: negative padding is not supported")
+        widths = [(0, 0)] * self.ndim
+        for i in range(len(pad) // 2):
+            widths[self.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+        return ops.Pad.apply(self, widths=tuple(widths), value=value)
+
+    def matmul(self, other):
+        """Matrix product with ``torch.matmul``'s rules, 1-D operands included."""
+        other = self._operand(other)
+        dtype = _promote(self.dtype, other.dtype)
+        a, b = self.astype(dtype), other.astype(dtype)
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul: both arguments need at least 1 dimension")
+        a2 = a.unsqueeze(0) if a.ndim == 1 else a
+        b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+        if a2.shape[-1] != b2.shape[-2]:
+            raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
+                             f"({a2.shape[-1]} != {b2.shape[-2]})")
+        _check_broadcast("matmul", a2.shape[:-2], b2.shape[:-2])
+        out = ops.MatMul.apply(a2, b2)
+        if b.ndim == 1:
+            out = out.squeeze(-1)
+        if a.ndim == 1:
+            out = out.squeeze(-2 if b.ndim > 1 else -1)
+        return out
+
+    def dot(self, other):
+        return self.matmul(other)
+
+
+# --------------------------------------------------------------------------------------------------
+# the engine
+# --------------------------------------------------------------------------------------------------
+def _as_grad(gradient, like: Tensor) -> Tensor:
+    if not isinstance(gradient, Tensor):
+        gradient = Tensor(gradient, backend=like._be, dtype=like.dtype)
+    if gradient.shape != like.shape:
+        raise RuntimeError(f"gradient has shape {gradient.shape} but the output has {like.shape}")
+    return gradient
+
+
+def _topological(roots):
+    """Tensors with a recorded op reachable from ``roots``, producers before consumers."""
+    order, seen = [], set()
+    stack = [(r, False) for r in roots]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in seen or t._ctx is None:
+            continue
+        seen.add(id(t))
+        fn = t._ctx
+        if getattr(fn, "inputs", None) is None:
+            raise RuntimeError(
+                f"trying to backward through the graph a second time ({fn.name} was freed by an "
+                "earlier backward()); pass retain_graph=True to the first backward() if you need to")
+        stack.append((t, True))
+        stack.extend((i, False) for i in fn.inputs if i.requires_grad and i._ctx is not None)
+    return order
+
+
+def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
+    """Run the backward pass. With ``wanted`` (a list of tensors) return their gradients;
+    otherwise accumulate into the ``.grad`` of leaves (and of tensors that retain_grad)."""
+    grads = {}  # id -> [tensor, gradient]; holding the tensor keeps its id unique
+    for r, g in zip(roots, root_grads):
+        _accumulate(grads, r, g)
+    wanted_ids = None if wanted is None else {id(w) for w in wanted}
+    captured = {}
+    with _GradMode(create_graph):
+        for t in reversed(_topological(roots)):
+            entry = grads.get(id(t))
+            fn = t._ctx
+            if entry is not None:
+                g = entry[1]
+                if wanted_ids is not None and id(t) in wanted_ids:
+                    captured[id(t)] = g
+                elif wanted_ids is None and t._retains_grad:
+                    t.grad = g if create_graph else g.detach()
+                del grads[id(t)]
+                in_grads = fn.backward(g)
+                for inp, gi, need in zip(fn.inputs, in_grads, fn.needs_input_grad):
+                    if need and gi is not None:
+                        if gi.shape != inp.shape:
+                            gi = gi.sum_to(inp.shape)
+                        if gi.dtype != inp.dtype:
+                            gi = gi.astype(inp.dtype)
+                        _accumulate(grads, inp, gi)
+            if not retain_graph:
+                fn.__dict__.clear()  # frees saved arrays and inputs; a second backward is an error
+    for key, (t, g) in grads.items():  # what is left are leaves (tensors with no recorded op)
+        if wanted_ids is not None:
+            if key in wanted_ids:
+                captured[key] = g
+        elif t.requires_grad:
+            g = g if create_graph else g.detach()
+            t.grad = g if t.grad is None else t.grad + g
+    return captured
+
+
+def _accumulate(grads, t, g):
+    entry = grads.get(id(t))
+    if entry is None:
+        grads[id(t)] = [t, g]
+    else:
+        entry[1] = entry[1] + g
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """Gradients of ``outputs`` with respect to ``inputs`` (like ``torch.autograd.grad``).
+
+    Returns a tuple with one Tensor per input; ``.grad`` attributes are left untouched.
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs]
+    roots, root_grads = [], []
+    for out, g in zip(outputs, grad_outputs):
+        if not out.requires_grad:
+            raise RuntimeError("grad(): an output does not require grad and has no grad_fn")
+        if g is None:
+            if out.data.size != 1:
+                raise RuntimeError(f"grad(): grad_outputs is needed for the non-scalar output of shape {out.shape}")
+            g = Tensor._make(out._be.xp.ones(out.shape, dtype=out.dtype), out._be)
+        roots.append(out)
+        root_grads.append(_as_grad(g, out))
+    for x in inputs:
+        if not x.requires_grad:
+            raise RuntimeError("grad(): an input does not require grad")
+    if retain_graph is None:
+        retain_graph = create_graph
+    captured = _backprop(roots, root_grads, retain_graph, create_graph, wanted=inputs)
+    result = []
+    for x in inputs:
+        g = captured.get(id(x))
+        if g is None and not allow_unused:
+            raise RuntimeError("grad(): one of the inputs was not used to compute the outputs; "
+                               "pass allow_unused=True to get None for it")
+        result.append(g if g is None or create_graph else g.detach())
+    return tuple(result)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers and module-level functions
+# --------------------------------------------------------------------------------------------------
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def _check_broadcast(name, a, b):
+    for x, y in zip(reversed(a), reversed(b)):
+        if x != y and x != 1 and y != 1:
+            raise ValueError(f"{name}: shapes {tuple(a)} and {tuple(b)} cannot be broadcast together")
+
+
+def _backend_arg(backend):
+    return get_backend(backend)
+
+
+def tensor(data, dtype=None, requires_grad=False, backend=None) -> Tensor:
+    """A new tensor (copies ``data``), like ``torch.tensor``."""
+    return Tensor(data, dtype=dtype, requires_grad=requires_grad, backend=backend)
+
+
+def _filled(fill, shape, dtype, requires_grad, backend):
+    be = _backend_arg(backend)
+    dtype = to_dtype(dtype) if dtype is not None else get_default_dtype()
+    data = be.xp.full(_shape_arg(shape), fill, dtype=dtype)
+    return Tensor._make(data, be).requires_grad_(requires_grad)
+
+
+def zeros(*shape, dtype=None, requires_grad=False, backend=None) -> Tensor:
+    return _filled(0, shape, dtype, requires_grad, backend)
+
+
+def ones(*shape, dtype=None, requires_grad=False, backend=None) -> Tensor:
+    return _filled(1, shape, dtype, requires_grad, backend)
+
+
+def full(shape, fill_value, dtype=None, requires_grad=False, backend=None) -> Tensor:
+    return _filled(fill_value, (shape,) if isinstance(shape, int) else tuple(shape), dtype, requires_grad, backend)
+
+
+def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
+    return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, backend=t._be)
+
+
+def ones_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
+    return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, backend=t._be)
+
+
+def randn(*shape, dtype=None, requires_grad=False, backend=None) -> Tensor:
+    """Standard normal samples from the backend's generator (seeded by ``manual_seed``)."""
+    be = _backend_arg(backend)
+    dtype = to_dtype(dtype) if dtype is not None else get_default_dtype()
+    return Tensor._make(be.randn(_shape_arg(shape), dtype).astype(dtype, copy=False), be).requires_grad_(requires_grad)
+
+
+def rand(*shape, dtype=None, requires_grad=False, backend=None) -> Tensor:
+    """Uniform [0, 1) samples from the backend's generator (seeded by ``manual_seed``)."""
+    be = _backend_arg(backend)
+    dtype = to_dtype(dtype) if dtype is not None else get_default_dtype()
+    return Tensor._make(be.rand(_shape_arg(shape), dtype).astype(dtype, copy=False), be).requires_grad_(requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, backend=None) -> Tensor:
+    """Like ``torch.arange``: int64 for integer arguments, the default float dtype otherwise."""
+    if end is None:
+        start, end = 0, start
+    be = _backend_arg(backend)
+    if dtype is None:
+        ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
+        dtype = numpy.int64 if ints else get_default_dtype()
+    return Tensor._make(be.xp.arange(start, end, step, dtype=to_dtype(dtype)), be)
+
+
+def cat(tensors, dim=0, *, axis=None) -> Tensor:
+    """Concatenate along an existing dimension (``torch.cat``)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of tensors")
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = _promote(dtype, t.dtype)
+    tensors = [t.astype(dtype) for t in tensors]
+    ndim = tensors[0].ndim
+    axis = _axes(_axis_arg(axis, dim), ndim)[0]
+    for t in tensors:
+        if t.ndim != ndim or any(t.shape[i] != tensors[0].shape[i] for i in range(ndim) if i != axis):
+            raise ValueError(f"cat: shapes {[x.shape for x in tensors]} differ outside dim {axis}")
+    return ops.Cat.apply(*tensors, axis=axis)
+
+
+def stack(tensors, dim=0, *, axis=None) -> Tensor:
+    """Join along a new dimension (``torch.stack``)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty list of tensors")
+    if any(t.shape != tensors[0].shape for t in tensors):
+        raise ValueError(f"stack: all tensors need the same shape, got {[t.shape for t in tensors]}")
+    d = _axis_arg(axis, dim)
+    d = d % (tensors[0].ndim + 1)
+    return cat([t.unsqueeze(d) for t in tensors], dim=d)
+
+
+def where(condition, input, other) -> Tensor:
+    """``torch.where(condition, input, other)``; gradients flow to ``input`` and ``other``."""
+    ref = input if isinstance(input, Tensor) else other
+    if not isinstance(ref, Tensor):
+        raise TypeError("where: input or other must be a Tensor")
+    a, b = ref._operand(input), ref._operand(other)
+    dtype = _promote(a.dtype, b.dtype)
+    a, b = a.astype(dtype), b.astype(dtype)
+    cond = condition.data if isinstance(condition, Tensor) else ref._be.asarray(condition)
+    if cond.dtype.kind != "b":
+        cond = cond.astype(bool)
+    _check_broadcast("where", a.shape, b.shape)
+    _check_broadcast("where", numpy.broadcast_shapes(a.shape, b.shape), cond.shape)
+    return ops.Where.apply(a, b, cond=cond)
