@@ -9,6 +9,8 @@ recording on, so its result is itself differentiable.
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 import weakref
 
 import numpy
@@ -18,9 +20,13 @@ from . import ops
 from .backend import get_backend, get_default_dtype, to_dtype
 
 __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like", "randn", "rand",
-           "arange", "cat", "stack", "where", "no_grad", "enable_grad", "is_grad_enabled", "grad"]
+           "arange", "cat", "stack", "where", "no_grad", "enable_grad", "is_grad_enabled", "grad",
+           "detect_anomaly", "AnomalyError"]
 
 _grad_enabled = True
+_anomaly_mode = False
+_backward_node = None  # under detect_anomaly: the op whose backward is running
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class _GradMode:
@@ -59,6 +65,41 @@ def is_grad_enabled() -> bool:
     return _grad_enabled
 
 
+class AnomalyError(RuntimeError):
+    """A NaN or infinity appeared under ``detect_anomaly()``; the message names the op and its origin."""
+
+
+class detect_anomaly:
+    """``with hw.detect_anomaly():`` checks every op's output, and every gradient computed in
+    backward, for NaN/Inf and raises :class:`AnomalyError` naming the first op that produced one
+    and the line of user code that created it. It costs one reduction per op: a debugging aid."""
+
+    def __enter__(self):
+        global _anomaly_mode
+        self.prev, _anomaly_mode = _anomaly_mode, True
+        return self
+
+    def __exit__(self, *exc):
+        global _anomaly_mode
+        _anomaly_mode = self.prev
+
+
+def _user_frame() -> str:
+    """'file:line in function' of the innermost caller outside this package."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _check_finite(array, be, what):
+    if array.dtype.kind == "f" and not bool(be.xp.isfinite(array).all()):
+        bad = "NaN" if bool(be.xp.isnan(array).any()) else "Inf"
+        raise AnomalyError(what.format(bad=bad))
+
+
 def _axes(axis, ndim):
     """Normalise an int / tuple / None axis argument to a sorted tuple of non-negative ints."""
     if axis is None:
@@ -69,7 +110,8 @@ def _axes(axis, ndim):
     for a in axis:
         if not -max(ndim, 1) <= a < max(ndim, 1):
             raise IndexError(f"dimension {a} out of range for a tensor with {ndim} dims")
-        out.append(a % ndim if ndim else 0)
+        if ndim:  # a 0-d tensor accepts dim 0 / -1 (as in PyTorch) and has nothing to reduce
+            out.append(a % ndim)
     return tuple(sorted(set(out)))
 
 
@@ -172,6 +214,13 @@ class Tensor:
                                  f"{t._be.name}; move one with .to({be.name!r})")
         fn = op_cls(be, **params)
         out = Tensor._make(fn.forward(*[t.data for t in inputs]), be)
+        if _anomaly_mode:
+            fn.created_at = _user_frame()
+            where = (f"in the backward of {_backward_node.name} (created at {_backward_node.created_at})"
+                     if _backward_node is not None else f"(created at {fn.created_at})")
+            _check_finite(out.data, be, f"{fn.name} {where} produced {{bad}} from finite inputs"
+                          if all(bool(be.xp.isfinite(t.data).all()) for t in inputs if t.dtype.kind == "f")
+                          else f"{fn.name} {where} produced {{bad}}; its inputs were not finite either")
         if _grad_enabled and any(t.requires_grad for t in inputs):
             out.requires_grad = True
             out._ctx = fn
@@ -536,6 +585,9 @@ class Tensor:
         return ops.Permute.apply(self, axes=axes)
 
     def transpose(self, dim0=-2, dim1=-1):
+        if self.ndim < 2:
+            _axes((dim0, dim1), self.ndim)  # validates
+            return self
         axes = list(range(self.ndim))
         axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
         return self.permute(*axes)
@@ -682,9 +734,15 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                 elif wanted_ids is None and t._retains_grad:
                     t.grad = g if create_graph else g.detach()
                 del grads[id(t)]
-                in_grads = fn.backward(g)
-                for inp, gi, need in zip(fn.inputs, in_grads, fn.needs_input_grad):
+                if _anomaly_mode:
+                    in_grads = _anomalous_backward(fn, g)
+                else:
+                    in_grads = fn.backward(g)
+                for k, (inp, gi, need) in enumerate(zip(fn.inputs, in_grads, fn.needs_input_grad)):
                     if need and gi is not None:
+                        if _anomaly_mode:
+                            _check_finite(gi.data, gi._be, f"the backward of {fn.name} returned {{bad}} in the "
+                                          f"gradient of its input {k} (op created at {fn.created_at})")
                         if gi.shape != inp.shape:
                             gi = gi.sum_to(inp.shape)
                         if gi.dtype != inp.dtype:
@@ -700,6 +758,16 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
             g = g if create_graph else g.detach()
             t.grad = g if t.grad is None else t.grad + g
     return captured
+
+
+def _anomalous_backward(fn, g):
+    global _backward_node
+    fn.created_at = getattr(fn, "created_at", "<created outside detect_anomaly>")
+    previous, _backward_node = _backward_node, fn
+    try:
+        return fn.backward(g)
+    finally:
+        _backward_node = previous
 
 
 def _accumulate(grads, t, g):

@@ -1,0 +1,85 @@
+"""Stochastic gradient descent with optional (Nesterov) momentum, like ``torch.optim.SGD``."""
+from __future__ import annotations
+
+from .optimizer import Optimizer, grad_array, param_backend
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    """``torch.optim.SGD``: same arguments, defaults and update rule.
+
+    With ``d = g + weight_decay * p`` (``-g`` in place of ``g`` when ``maximize``), momentum
+    keeps ``buf = momentum * buf + (1 - dampening) * d`` (``buf = d`` at the first step) and the
+    step is ``p -= lr * buf`` (``lr * (d + momentum * buf)`` with ``nesterov``).
+    State per parameter: ``'momentum_buffer'`` (only when momentum is used).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _update_group(self, group):
+        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+        weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
+        for p in group["params"]:
+            g = grad_array(p)
+            if g is None:
+                continue
+            xp = param_backend(p).xp
+            x = p.data
+            # `work` is the one scratch array of this update; the caller's gradient is never
+            # written to, so `d` aliases it only while it is read-only.
+            work = None
+            if weight_decay != 0:
+                work = xp.multiply(x, weight_decay, out=xp.empty_like(x))
+                if maximize:
+                    work -= g
+                else:
+                    work += g
+                d = work
+            elif maximize:
+                d = work = xp.negative(g, out=xp.empty_like(x))
+            else:
+                d = g
+            if momentum != 0:
+                state = self._state_of(p)
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = xp.array(d, copy=True)
+                else:
+                    buf *= momentum
+                    if dampening == 0:
+                        buf += d
+                    else:  # nesterov is off here, so d is not needed afterwards
+                        if work is None:
+                            work = xp.multiply(d, 1 - dampening, out=xp.empty_like(x))
+                        else:
+                            work *= 1 - dampening
+                        buf += work
+                if nesterov:
+                    if work is None:
+                        work = xp.multiply(buf, momentum, out=xp.empty_like(x))
+                        work += d
+                    else:  # work holds d
+                        work += buf * momentum
+                    d = work
+                else:
+                    d = buf
+            if d is work:
+                work *= lr
+            elif work is not None:
+                xp.multiply(d, lr, out=work)
+            else:
+                work = xp.multiply(d, lr, out=xp.empty_like(x))
+            x -= work
