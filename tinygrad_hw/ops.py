@@ -376,6 +376,6 @@ class MatMul(Function):
 
     def backward(self, g):
         a, b = self.inputs
-        ga = g @ b.transpose(-1, -2) if self.needs_input_grad[0] else None
-        gb = a.transpose(-1, -2) @ g if self.needs_input_grad[1] else None
+        ga = g @ b.mT if self.needs_input_grad[0] else None
+        gb = a.mT @ g if self.needs_input_grad[1] else None
         return ga, gb

@@ -398,11 +398,14 @@ class Tensor:
     def _binary(self, op, other, reverse=False) -> "Tensor":
         other = self._operand(other)
         a, b = (other, self) if reverse else (self, other)
-        dtype = _promote(a.dtype, b.dtype)
-        if op is ops.Div and not _is_float(dtype):
-            dtype = get_default_dtype()
-        a, b = a.astype(dtype), b.astype(dtype)
-        _check_broadcast(op.__name__, a.shape, b.shape)
+        dtype = a.dtype
+        if dtype != b.dtype or (op is ops.Div and not _is_float(dtype)):
+            dtype = _promote(dtype, b.dtype)
+            if op is ops.Div and not _is_float(dtype):
+                dtype = get_default_dtype()
+            a, b = a.astype(dtype), b.astype(dtype)
+        if a.data.shape != b.data.shape:
+            _check_broadcast(op.__name__, a.shape, b.shape)
         return op.apply(a, b)
 
     def _compare(self, fn, other) -> "Tensor":
@@ -660,9 +663,10 @@ class Tensor:
 
     def matmul(self, other):
         """Matrix product with ``torch.matmul``'s rules, 1-D operands included."""
-        other = self._operand(other)
-        dtype = _promote(self.dtype, other.dtype)
-        a, b = self.astype(dtype), other.astype(dtype)
+        a, b = self, self._operand(other)
+        if a.dtype != b.dtype:
+            dtype = _promote(a.dtype, b.dtype)
+            a, b = a.astype(dtype), b.astype(dtype)
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul: both arguments need at least 1 dimension")
         a2 = a.unsqueeze(0) if a.ndim == 1 else a
@@ -670,7 +674,8 @@ class Tensor:
         if a2.shape[-1] != b2.shape[-2]:
             raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
                              f"({a2.shape[-1]} != {b2.shape[-2]})")
-        _check_broadcast("matmul", a2.shape[:-2], b2.shape[:-2])
+        if a2.ndim > 2 or b2.ndim > 2:
+            _check_broadcast("matmul", a2.shape[:-2], b2.shape[:-2])
         out = ops.MatMul.apply(a2, b2)
         if b.ndim == 1:
             out = out.squeeze(-1)
