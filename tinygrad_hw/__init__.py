@@ -7,3 +7,5 @@ from .gradcheck import gradcheck, gradgradcheck
 from . import optim, data
 
 __version__ = "0.1.0"
+from . import nn
+from .serialization import CheckpointError, load, save

@@ -32,6 +32,16 @@ class Backend:
     def __repr__(self):
         return f"<backend {self.name}>"
 
+    # A backend is a process-wide singleton: copies and pickles of tensors must point back to it.
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __reduce__(self):
+        return get_backend, (self.name,)
+
     # -- arrays -------------------------------------------------------------------------------
     def asarray(self, data, dtype=None):
         """``data`` (list, scalar, NumPy or this backend's array) as an array of this backend."""

@@ -131,6 +131,16 @@ class Log(Function):
         return (g / self.inputs[0],)
 
 
+class Log1p(Function):
+    """log(1 + a), accurate for tiny a."""
+
+    def forward(self, a):
+        return self.xp.log1p(a)
+
+    def backward(self, g):
+        return (g / (1 + self.inputs[0]),)
+
+
 class Sqrt(Function):
     def forward(self, a):
         return self.xp.sqrt(a)

@@ -475,8 +475,11 @@ class Tensor:
     def square(self): return self * self
     def rsqrt(self): return 1 / self.sqrt()
     def reciprocal(self): return 1 / self
-    def log1p(self): return (1 + self).log()
-    def softplus(self): return self.maximum(0.0) + (-self.abs()).exp().log1p()
+    def log1p(self): return self._float_op(ops.Log1p)
+    def softplus(self):
+        """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): stable in both tails. max() splits its
+        gradient evenly at 0, which gives exactly sigmoid(0) = 1/2 there."""
+        return self.maximum(0.0) + (-self.abs()).exp().log1p()
     def sign(self): return Tensor._make(self._be.xp.sign(self.data), self._be)
 
     def where(self, condition, other) -> "Tensor":
@@ -755,14 +758,30 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                         _accumulate(grads, inp, gi)
             if not retain_graph:
                 fn.__dict__.clear()  # frees saved arrays and inputs; a second backward is an error
+    stored = set()
     for key, (t, g) in grads.items():  # what is left are leaves (tensors with no recorded op)
         if wanted_ids is not None:
             if key in wanted_ids:
                 captured[key] = g
         elif t.requires_grad:
-            g = g if create_graph else g.detach()
-            t.grad = g if t.grad is None else t.grad + g
+            if t.grad is not None:
+                g = t.grad + g
+            elif not create_graph:
+                g = _owned(g, stored)
+            t.grad = g if create_graph else g.detach()
+            stored.add(id(t.grad.data))
     return captured
+
+
+def _owned(g, stored):
+    """``g`` itself where it owns its writable array, else a copy: a gradient may be a broadcast
+    view, or the very array another leaf received (``a + b`` passes one array to both), and a
+    leaf's ``.grad`` must be safe to update in place."""
+    data = g.data
+    flags = data.flags
+    if flags.owndata and flags.writeable and id(data) not in stored:
+        return g
+    return Tensor._make(data.copy(), g._be)
 
 
 def _anomalous_backward(fn, g):

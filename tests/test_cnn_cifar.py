@@ -1,0 +1,116 @@
+"""Whole small CNNs on a batch of real CIFAR-10 images: the same weights in tinygrad_hw and
+PyTorch give the same loss and the same gradient for every parameter (float64 < 1e-9, float32
+< 1e-4), and BatchNorm's running statistics evolve identically."""
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tinygrad_hw as hw
+from helpers import assert_close
+from tinygrad_hw import nn
+
+CIFAR_ZIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10" / "cifar10-jpeg.zip"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+RTOL = {np.float64: 1e-9, np.float32: 1e-4}
+
+
+@pytest.fixture(scope="module")
+def cifar_batch():
+    """16 real training images (N, 3, 32, 32) normalised per channel, and their labels."""
+    if not CIFAR_ZIP.exists():
+        pytest.skip(f"CIFAR-10 zip not found at {CIFAR_ZIP}")
+    Image = pytest.importorskip("PIL.Image")
+    images, labels = [], []
+    with zipfile.ZipFile(CIFAR_ZIP) as zf:
+        names = set(zf.namelist())
+        for i in range(16):
+            label = i % len(CLASSES)
+            name = f"train/{CLASSES[label]}/{i // len(CLASSES):04d}.jpg"
+            if name not in names:
+                pytest.skip(f"{name} is not in {CIFAR_ZIP}")
+            with Image.open(io.BytesIO(zf.read(name))) as img:
+                images.append(np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0)
+            labels.append(label)
+    x = np.stack(images).transpose(0, 3, 1, 2)
+    assert x.shape == (16, 3, 32, 32)
+    mean = np.array([0.4914, 0.4822, 0.4465]).reshape(1, 3, 1, 1)
+    std = np.array([0.2470, 0.2435, 0.2616]).reshape(1, 3, 1, 1)
+    return (x - mean) / std, np.array(labels, dtype=np.int64)
+
+
+def seed_net(lib, p=0.05):
+    """The project's "seed" CNN, built from ``lib`` (tinygrad_hw.nn or torch.nn)."""
+    layers = []
+    for cin, cout in ((3, 6), (6, 12), (12, 24)):
+        layers += [lib.Conv2d(cin, cout, 3, stride=1, padding=1), lib.ReLU(), lib.MaxPool2d(2)]
+    layers += [lib.Flatten(), lib.Dropout(p), lib.Linear(384, 512), lib.ReLU(), lib.Dropout(p),
+               lib.Linear(512, 256), lib.ReLU(), lib.Dropout(p), lib.Linear(256, 10)]
+    return lib.Sequential(*layers)
+
+
+def bn_net(lib):
+    """Conv-BN-ReLU blocks (train mode), global average pooling and a linear head. The convolutions
+    have no bias: before a train-mode BatchNorm its gradient is exactly zero (rounding noise only)."""
+    return lib.Sequential(
+        lib.Conv2d(3, 8, 3, padding=1, bias=False), lib.BatchNorm2d(8), lib.ReLU(), lib.MaxPool2d(2),
+        lib.Conv2d(8, 16, 3, padding=1, bias=False), lib.BatchNorm2d(16), lib.ReLU(), lib.MaxPool2d(2),
+        lib.Conv2d(16, 16, 3, padding=1, bias=False), lib.BatchNorm2d(16), lib.ReLU(),
+        lib.AdaptiveAvgPool2d(1), lib.Flatten(), lib.Linear(16, 10))
+
+
+def twin_models(make, dtype, backend):
+    torch.manual_seed(0)
+    theirs = make(torch.nn).to(torch.float64 if dtype == np.float64 else torch.float32)
+    ours = make(nn).to(backend, dtype)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    return ours, theirs
+
+
+def compare_step(ours, theirs, x, labels, dtype, backend, **loss_kwargs):
+    """One forward/backward of cross-entropy on both; compare loss and all parameter gradients."""
+    rtol = RTOL[dtype]
+    x = x.astype(dtype)
+    loss = nn.CrossEntropyLoss(**loss_kwargs)(ours(hw.Tensor(x, backend=backend)), hw.Tensor(labels, backend=backend))
+    ref = torch.nn.CrossEntropyLoss(**loss_kwargs)(theirs(torch.from_numpy(x)), torch.from_numpy(labels))
+    assert loss.dtype == dtype
+    assert_close(loss, ref, rtol, "loss")
+    ours.zero_grad()
+    theirs.zero_grad()
+    loss.backward()
+    ref.backward()
+    theirs_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient"
+        assert_close(p.grad, theirs_params[name].grad, rtol, f"gradient of {name}")
+    return loss
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_seed_cnn_matches_pytorch_on_cifar(cifar_batch, backend, dtype):
+    x, labels = cifar_batch
+    ours, theirs = twin_models(seed_net, dtype, backend)
+    ours.eval()  # dropout off
+    theirs.eval()
+    loss = compare_step(ours, theirs, x, labels, dtype, backend)
+    assert 1.5 < loss.item() < 3.5  # ~log(10) for a fresh network on real images
+    ours_p0, theirs_p0 = twin_models(lambda lib: seed_net(lib, p=0.0), dtype, backend)
+    compare_step(ours_p0.train(), theirs_p0.train(), x, labels, dtype, backend, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batchnorm_cnn_matches_pytorch_on_cifar(cifar_batch, backend, dtype):
+    x, labels = cifar_batch
+    ours, theirs = twin_models(bn_net, dtype, backend)
+    for step in range(2):  # train mode, batch statistics; running statistics follow PyTorch's
+        half = slice(8 * step, 8 * step + 8)
+        compare_step(ours, theirs, x[half], labels[half], dtype, backend)
+        theirs_state = theirs.state_dict()
+        for name, value in ours.state_dict().items():
+            assert_close(value, theirs_state[name], RTOL[dtype], f"state {name} after step {step + 1}")
+    ours.eval()
+    theirs.eval()
+    compare_step(ours, theirs, x, labels, dtype, backend)

@@ -1,0 +1,1079 @@
+"""2-D convolution and pooling on NCHW float tensors, differentiable to any order.
+
+Three layers, bottom up:
+
+* **Array kernels** (``conv2d_forward``, ``conv2d_input_grad``, ``conv2d_weight_grad``,
+  ``max_pool2d_forward`` ...): functions of a Backend ``be`` and raw arrays. They use only
+  ``be.xp``, ``be.as_strided`` and ``be.scatter_add``, so the same code runs on NumPy and CuPy.
+* **Function classes**: ``Conv2d``, ``Conv2dInputGrad`` (= transposed convolution) and
+  ``Conv2dWeightGrad`` form a closed family: the backward of each is written with the other two,
+  so gradients of any order exist. ``MaxPool2d`` / ``MaxPool2dBackward`` / ``MaxPool2dGather``
+  and ``AvgPool2d`` / ``AvgPool2dBackward`` are closed the same way.
+* **Public functions** with PyTorch's signatures: ``conv2d``, ``conv_transpose2d``,
+  ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``.
+
+How a convolution is computed (im2col): the padded input is viewed through ``as_strided`` as a
+(groups, C/groups * kh * kw, images * OH * OW) matrix, copied once into a contiguous column buffer
+and multiplied by the weight matrix (groups, O/groups, C/groups * kh * kw), one product per group;
+the product is transposed once into NCHW. The weight gradient is one product of the output
+gradient (transposed) with the same columns. The input gradient of a stride-1 convolution is a
+forward convolution of the output gradient with the flipped, transposed kernel; with a larger
+stride the weight's transpose times the output gradient gives columns that col2im folds back by
+adding kh * kw strided slices into a padded buffer.
+
+3x3 / stride-1 / undilated / ungrouped convolutions with at least ``WINOGRAD_MIN_CHANNELS``
+channels use Winograd's F(2x2, 3x3) on NumPy instead: 16 products of (O, C) by (C, tiles)
+matrices, 2.25 times fewer multiplications than im2col, for the forward pass, the input gradient
+(through the flipped kernel) and the weight gradient.
+
+On the NumPy backend the batch is cut into chunks of a few images so that the column buffer stays
+in the CPU cache while the product reads it; the chunks run in worker threads, each with a
+single-threaded BLAS, so the copies run in parallel too; scratch buffers are reused from call to
+call (a fresh multi-megabyte allocation costs a page fault per 4 KiB). On the GPU the whole batch
+is one chunk: one column buffer, one batched product.
+
+Padding is carried internally as four numbers (top, bottom, left, right) so that
+``padding="same"`` with an even kernel needs no extra copy.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import os
+import threading
+
+import numpy
+
+from .function import Function
+
+__all__ = [
+    "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+    "Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad",
+    "MaxPool2d", "MaxPool2dBackward", "MaxPool2dGather", "AvgPool2d", "AvgPool2dBackward",
+    "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad", "conv_output_size",
+    "max_pool2d_forward", "max_pool2d_flat_indices", "max_pool2d_scatter", "max_pool2d_gather",
+    "avg_pool2d_forward", "avg_pool2d_backward", "pool_output_size",
+]
+
+# Target size of one chunk's column buffer on the NumPy backend: small enough to stay in the
+# cache between the copy that writes it and the product that reads it. Tuned on a 2-core EPYC
+# (2 MiB L2 per core, 32 MiB L3); see benchmarks/bench_conv.py.
+CHUNK_BYTES = 2 << 20
+# Scratch buffers larger than this are allocated per call instead of being kept alive.
+_SCRATCH_KEEP_MAX_BYTES = 256 << 20
+# Winograd F(2x2, 3x3) for 3x3 / stride 1 / dilation 1 / groups 1 convolutions on NumPy, when
+# both channel counts reach WINOGRAD_MIN_CHANNELS and the output map WINOGRAD_MIN_SIZE on each
+# side (below that the tile transforms cost more than the 2.25x fewer multiplications save).
+# Set WINOGRAD = False to always use im2col.
+WINOGRAD = True
+WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_SIZE = 8
+# Run the chunks of a NumPy convolution in this many threads, each calling a single-threaded BLAS
+# (the copies and transforms parallelise too, and a busy machine does not stall a multi-threaded
+# BLAS). None: the number of usable cores. 1 turns it off. Needs threadpoolctl.
+WORKERS = None
+
+
+# ==================================================================================================
+# scratch buffers, chunks and worker threads
+# ==================================================================================================
+class _ThreadState(threading.local):
+    def __init__(self):
+        self.buffers = {}
+        self.in_worker = False
+
+
+_local = _ThreadState()
+
+
+def _workspace(be, slot: str, shape, dtype):
+    """A scratch array of ``shape`` for results that do not outlive one kernel call.
+
+    On NumPy the memory is kept per thread, slot and dtype and reused (a fresh multi-megabyte
+    array costs a page fault per 4 KiB); elsewhere (CuPy has its own memory pool) it is a fresh
+    ``empty``. Two scratch arrays alive at the same time must use different slots.
+    """
+    xp = be.xp
+    if be.name != "numpy":
+        return xp.empty(shape, dtype=dtype)
+    size = math.prod(shape)
+    dtype = xp.dtype(dtype)
+    if size * dtype.itemsize > _SCRATCH_KEEP_MAX_BYTES:
+        return xp.empty(shape, dtype=dtype)
+    key = (slot, dtype.str)
+    buf = _local.buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = xp.empty(max(size, 1), dtype=dtype)
+        _local.buffers[key] = buf
+    return buf[:size].reshape(shape)
+
+
+_pool_state = {"pool": None, "pool_size": 0, "blas": None, "workers": None}
+_pool_lock = threading.Lock()
+
+
+def _worker_count() -> int:
+    if WORKERS is not None:
+        return max(1, int(WORKERS))
+    if _pool_state["workers"] is None:
+        try:
+            _pool_state["workers"] = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            _pool_state["workers"] = os.cpu_count() or 1
+    return _pool_state["workers"]
+
+
+def _thread_pool():
+    """(executor, threadpoolctl controller) or None when threads cannot help."""
+    if _worker_count() < 2:
+        return None
+    with _pool_lock:
+        if _pool_state["blas"] is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+                _pool_state["blas"] = ThreadpoolController()
+            except ImportError:
+                _pool_state["blas"] = False
+        if not _pool_state["blas"]:
+            return None
+        workers = _worker_count()
+        if _pool_state["pool"] is None or _pool_state["pool_size"] != workers:
+            from concurrent.futures import ThreadPoolExecutor
+            _pool_state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="tinygrad_hw-conv")
+            _pool_state["pool_size"] = workers
+        return _pool_state["pool"], _pool_state["blas"]
+
+
+def _in_worker(fn, item):
+    _local.in_worker = True
+    try:
+        return fn(item)
+    finally:
+        _local.in_worker = False
+
+
+def _map_chunks(be, fn, chunks):
+    """``[fn(chunk) for chunk in chunks]``; on NumPy in worker threads with a single-threaded BLAS
+    each. Every chunk writes its own part of the result, so the order of completion is free."""
+    if be.name != "numpy" or len(chunks) < 2 or _local.in_worker:
+        return [fn(c) for c in chunks]
+    pool = _thread_pool()
+    if pool is None:
+        return [fn(c) for c in chunks]
+    executor, blas = pool
+    with blas.limit(limits=1, user_api="blas"):
+        return list(executor.map(_in_worker, [fn] * len(chunks), chunks))
+
+
+def _chunks(be, n_images: int, bytes_per_image: int):
+    """(start, stop) ranges of images processed together (the whole batch off NumPy)."""
+    if be.name != "numpy" or n_images == 0:
+        return [(0, n_images)]
+    per = max(1, min(n_images, CHUNK_BYTES // max(bytes_per_image, 1)))
+    count = -(-n_images // per)
+    workers = _worker_count()
+    if count < workers <= n_images and n_images * bytes_per_image >= (1 << 20):
+        count = workers  # enough work to share between the threads
+    per = -(-n_images // count)  # even chunks: 64 images in 3 chunks is 22+22+20, not 30+30+4
+    return [(s, min(n_images, s + per)) for s in range(0, n_images, per)]
+
+
+# ==================================================================================================
+# geometry
+# ==================================================================================================
+def conv_output_size(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, dilation: int) -> int:
+    """Number of output positions of a convolution along one axis (may be <= 0 when too small)."""
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode) -> int:
+    """Output length of a pooling window along one axis, with PyTorch's ceil_mode rule: in ceil
+    mode the last window must start inside the input or the left padding."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pad_image(be, x, pads, slot, fill=0.0):
+    """``x`` (N, C, H, W) with (top, bottom, left, right) padding of value ``fill`` (a scratch
+    array), or ``x`` itself when there is no padding."""
+    pt, pb, pl, pr = pads
+    if not (pt or pb or pl or pr):
+        return x
+    n, c, h, w = x.shape
+    out = _workspace(be, slot, (n, c, h + pt + pb, w + pl + pr), x.dtype)
+    # fill only the border: the interior is overwritten right after
+    out[:, :, :pt].fill(fill)
+    out[:, :, pt + h:].fill(fill)
+    out[:, :, pt:pt + h, :pl].fill(fill)
+    out[:, :, pt:pt + h, pl + w:].fill(fill)
+    out[:, :, pt:pt + h, pl:pl + w] = x
+    return out
+
+
+# ==================================================================================================
+# convolution kernels: im2col
+# ==================================================================================================
+def _im2col(be, x, kernel_hw, stride, pads, dilation, groups, out_hw):
+    """Columns of images ``x`` (n, C, H, W) as a contiguous (groups, C/groups*kh*kw, n*OH*OW)
+    scratch array: one strided view of the padded input, one copy."""
+    n, c, _, _ = x.shape
+    kh, kw = kernel_hw
+    oh, ow = out_hw
+    cg = c // groups
+    xpad = _pad_image(be, x, pads, "pad")
+    s_n, s_c, s_h, s_w = xpad.strides
+    view = be.as_strided(
+        xpad, (groups, cg, kh, kw, n, oh, ow),
+        (cg * s_c, s_c, dilation[0] * s_h, dilation[1] * s_w, s_n, stride[0] * s_h, stride[1] * s_w))
+    cols = _workspace(be, "cols", view.shape, x.dtype)
+    be.xp.copyto(cols, view)
+    return cols.reshape(groups, cg * kh * kw, n * oh * ow)
+
+
+def _grouped_matmul(be, a, b, slot):
+    """``a @ b`` for stacks over groups (g, m, k) @ (g, k, n) into a scratch array."""
+    xp = be.xp
+    out = _workspace(be, slot, (a.shape[0], a.shape[1], b.shape[2]), a.dtype)
+    if a.shape[0] == 1:  # a plain 2-D product skips the stacked loop
+        xp.matmul(a[0], b[0], out=out[0])
+    else:
+        xp.matmul(a, b, out=out)
+    return out
+
+
+def _grads_by_group(be, gy, groups):
+    """Output gradient images (n, O, OH, OW) as a (groups, O/groups, n*OH*OW) scratch array."""
+    n, o, oh, ow = gy.shape
+    og = o // groups
+    out = _workspace(be, "gyt", (groups, og, n, oh * ow), gy.dtype)
+    be.xp.copyto(out, gy.reshape(n, groups, og, oh * ow).transpose(1, 2, 0, 3))
+    return out.reshape(groups, og, n * oh * ow)
+
+
+def _check_conv_shapes(name, x_shape, w_shape, groups):
+    if x_shape[1] != w_shape[1] * groups:
+        raise ValueError(f"{name}: input has {x_shape[1]} channels but weight {tuple(w_shape)} with "
+                         f"groups={groups} expects {w_shape[1] * groups}")
+
+
+def _winograd_applies(be, c, o, kernel_hw, stride, dilation, groups, dtype, out_hw):
+    return (WINOGRAD and be.name == "numpy" and tuple(kernel_hw) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and groups == 1 and min(c, o) >= WINOGRAD_MIN_CHANNELS
+            and min(out_hw) >= WINOGRAD_MIN_SIZE and dtype.kind == "f" and dtype.itemsize >= 4)
+
+
+def conv2d_forward(be, x, w, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+                   out_hw=None):
+    """Cross-correlation of images ``x`` (N, C, H, W) with ``w`` (O, C/groups, kh, kw).
+
+    ``padding`` is (top, bottom, left, right) of zeros; ``out_hw`` restricts the output to its
+    first rows/columns (used by the higher-order gradients of a transposed convolution)."""
+    _check_conv_shapes("conv2d", x.shape, w.shape, groups)
+    xp = be.xp
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if out_hw is None:
+        out_hw = (conv_output_size(h, kh, stride[0], padding[0], padding[1], dilation[0]),
+                  conv_output_size(wd, kw, stride[1], padding[2], padding[3], dilation[1]))
+    oh, ow = out_hw
+    y = xp.empty((n, o, oh, ow), dtype=x.dtype)
+    if n == 0:
+        return y
+    if _winograd_applies(be, c, o, (kh, kw), stride, dilation, groups, x.dtype, out_hw):
+        _winograd_conv(be, x, w, padding, y)
+        return y
+    og, k, positions = o // groups, cg * kh * kw, oh * ow
+    w_mat = w.reshape(groups, og, k)
+
+    def chunk(span):
+        n0, n1 = span
+        cols = _im2col(be, x[n0:n1], (kh, kw), stride, padding, dilation, groups, out_hw)
+        prod = _grouped_matmul(be, w_mat, cols, "gemm")  # (g, O/g, n*OH*OW)
+        xp.copyto(y[n0:n1].reshape(n1 - n0, groups, og, positions),
+                  prod.reshape(groups, og, n1 - n0, positions).transpose(2, 0, 1, 3))
+
+    _map_chunks(be, chunk, _chunks(be, n, c * kh * kw * positions * x.dtype.itemsize))
+    return y
+
+
+def conv2d_weight_grad(be, x, gy, kernel_hw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+                       groups=1):
+    """Gradient of a convolution's weight: ``gy`` (N, O, OH, OW) against the columns of ``x``."""
+    xp = be.xp
+    n, c, _, _ = x.shape
+    o = gy.shape[1]
+    kh, kw = kernel_hw
+    oh, ow = gy.shape[2:]
+    cg, og = c // groups, o // groups
+    if n == 0:
+        return xp.zeros((o, cg, kh, kw), dtype=x.dtype)
+    if _winograd_applies(be, c, o, kernel_hw, stride, dilation, groups, x.dtype, (oh, ow)):
+        return _winograd_weight_grad(be, x, gy, padding)
+
+    def chunk(span):
+        n0, n1 = span
+        cols = _im2col(be, x[n0:n1], kernel_hw, stride, padding, dilation, groups, (oh, ow))
+        g_mat = _grads_by_group(be, gy[n0:n1], groups)
+        return xp.matmul(g_mat, cols.transpose(0, 2, 1))  # (g, O/g, C/g*kh*kw), fresh
+
+    parts = _map_chunks(be, chunk, _chunks(be, n, c * kh * kw * oh * ow * x.dtype.itemsize))
+    gw = parts[0]
+    for part in parts[1:]:
+        gw += part
+    return gw.reshape(o, cg, kh, kw)
+
+
+def conv2d_input_grad(be, gy, w, input_hw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+                      groups=1):
+    """Gradient of a convolution's input, i.e. the transposed convolution of ``gy`` (N, O, OH, OW)
+    with ``w`` (O, C/groups, kh, kw), giving (N, C, *input_hw). ``input_hw`` is explicit because
+    a stride that does not divide the input leaves rows no window reaches (their gradient is 0).
+
+    Stride 1: a forward convolution of ``gy`` with the flipped, transposed kernel. Otherwise the
+    weight's transpose times ``gy`` gives columns that col2im folds back into the image."""
+    xp = be.xp
+    n, o, oh, ow = gy.shape
+    _, cg, kh, kw = w.shape
+    h, wd = input_hw
+    c, og = cg * groups, o // groups
+    pt, pb, pl, pr = padding
+    hp, wp = h + pt + pb, wd + pl + pr
+    sh, sw = stride
+    dh, dw = dilation
+    if (oh - 1) * sh + dh * (kh - 1) >= hp or (ow - 1) * sw + dw * (kw - 1) >= wp:
+        raise ValueError(f"conv2d_input_grad: {oh}x{ow} outputs do not fit an input of {h}x{wd} "
+                         f"with kernel {kh}x{kw}, stride {stride}, padding {padding}, dilation {dilation}")
+    if (sh, sw) == (1, 1):
+        # x[h] gets gy[h + pt - i*dh] * w[i]: a correlation of gy padded by dh*(kh-1) - pt on top
+        flipped_pads = (dh * (kh - 1) - pt, h + pt - oh, dw * (kw - 1) - pl, wd + pl - ow)
+        if min(flipped_pads) >= 0:
+            w_flip = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4).reshape(c, og, kh, kw)
+            w_flip = xp.ascontiguousarray(w_flip[:, :, ::-1, ::-1])
+            return conv2d_forward(be, gy, w_flip, (1, 1), flipped_pads, dilation, groups, (h, wd))
+    gx = xp.empty((n, c, h, wd), dtype=gy.dtype)
+    w_t = w.reshape(groups, og, cg * kh * kw).transpose(0, 2, 1)  # (g, C/g*kh*kw, O/g)
+
+    def chunk(span):
+        n0, n1 = span
+        b = n1 - n0
+        cols = _grouped_matmul(be, w_t, _grads_by_group(be, gy[n0:n1], groups), "cols")
+        cols = cols.reshape(c, kh, kw, b, oh, ow)
+        # col2im: every kernel position adds its slice of columns into the padded image
+        acc = _workspace(be, "pad", (c, b, hp, wp), gy.dtype)
+        acc.fill(0)
+        for i in range(kh):
+            rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
+            for j in range(kw):
+                acc[:, :, rows, j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, i, j]
+        xp.copyto(gx[n0:n1], acc[:, :, pt:pt + h, pl:pl + wd].transpose(1, 0, 2, 3))
+
+    _map_chunks(be, chunk, _chunks(be, n, c * kh * kw * oh * ow * gy.dtype.itemsize))
+    return gx
+
+
+# ==================================================================================================
+# convolution kernels: Winograd F(2x2, 3x3)
+# ==================================================================================================
+# y = A^T [(G w G^T) * (B^T d B)] A for every 4x4 input tile d (tiles overlap by 2) giving a 2x2
+# output tile: 16 products of (O, C) by (C, tiles) matrices instead of 36 multiplications per
+# output per channel pair in 9 products. B^T and A^T hold only 0 and +-1, so the tile transforms
+# are additions of shifted slices; G holds 0, +-1/2 and 1.
+_WINOGRAD_G = numpy.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def _winograd_filter(be, w):
+    """U (16, O, C): G w G^T for every (o, c), the 4x4 result flattened."""
+    o, c = w.shape[:2]
+    gg = be.asarray(numpy.kron(_WINOGRAD_G, _WINOGRAD_G).astype(w.dtype))  # (16, 9)
+    return (gg @ w.reshape(o * c, 9).T).reshape(16, o, c)
+
+
+def _winograd_input(be, x, pad_top, pad_left, tiles_hw):
+    """V (16, C, n*Th*(Tw+1)): B^T d B of the 4x4 tile at rows 2*th - pad_top, columns
+    2*tw - pad_left of images ``x`` (n, C, H, W) (zero outside). Column Tw of every tile row is
+    filler (finite) that no output reads: it lets the column transform run on flat arrays."""
+    xp = be.xp
+    n, c, h, w = x.shape
+    th, tw = tiles_hw
+    r = tw + 1
+    # de-interleave rows and columns: phase[a, e, ch, img, i, j] = padded x[img, ch, 2i + a, 2j + e]
+    phase = _workspace(be, "wino_phase", (2, 2, c, n, th + 1, r), x.dtype)
+    for a in range(2):
+        i0, i1, h0 = _valid_range(th + 1, h, 2, pad_top, a)
+        for e in range(2):
+            j0, j1, w0 = _valid_range(r, w, 2, pad_left, e)
+            dst = phase[a, e]
+            dst[:, :, :i0].fill(0)
+            dst[:, :, i1:].fill(0)
+            dst[:, :, i0:i1, :j0].fill(0)
+            dst[:, :, i0:i1, j1:].fill(0)
+            if i1 > i0 and j1 > j0:
+                src = x[:, :, h0:h0 + 2 * (i1 - i0 - 1) + 1:2, w0:w0 + 2 * (j1 - j0 - 1) + 1:2]
+                xp.copyto(dst[:, :, i0:i1, j0:j1], src.transpose(1, 0, 2, 3))
+    flat = phase.reshape(2, 2, c, n, (th + 1) * r)
+    rows = th * r
+    # B^T along rows: tile row 0..3 = even[i], odd[i], even[i+1], odd[i+1]
+    q = _workspace(be, "wino_q", (4, 2, c, n, rows), x.dtype)
+    for e in range(2):
+        even_lo, even_hi = flat[0, e, :, :, :rows], flat[0, e, :, :, r:]
+        odd_lo, odd_hi = flat[1, e, :, :, :rows], flat[1, e, :, :, r:]
+        xp.subtract(even_lo, even_hi, out=q[0, e])
+        xp.add(odd_lo, even_hi, out=q[1, e])
+        xp.subtract(even_hi, odd_lo, out=q[2, e])
+        xp.subtract(odd_lo, odd_hi, out=q[3, e])
+    # B along columns, on flat arrays: neighbours k and k+1 straddle a row end only in the filler
+    size = c * n * rows
+    q = q.reshape(4, 2, size)
+    v = _workspace(be, "wino_v", (4, 4, size), x.dtype)
+    for i in range(4):
+        even, odd = q[i, 0], q[i, 1]
+        xp.subtract(even[:-1], even[1:], out=v[i, 0, :-1])
+        xp.add(odd[:-1], even[1:], out=v[i, 1, :-1])
+        xp.subtract(even[1:], odd[:-1], out=v[i, 2, :-1])
+        xp.subtract(odd[:-1], odd[1:], out=v[i, 3, :-1])
+    v[:, :, -1] = 0
+    return v.reshape(16, c, n * rows)
+
+
+def _winograd_output(be, m, y, tiles_hw):
+    """y (n, O, OH, OW) = A^T M A of every tile, from M (16, O, n*Th*(Tw+1))."""
+    xp = be.xp
+    n, o, oh, ow = y.shape
+    th, tw = tiles_hw
+    r = tw + 1
+    m = m.reshape(4, 4, o * n * th * r)
+    s = _workspace(be, "wino_s", (2, 4, o * n * th * r), y.dtype)
+    for j in range(4):  # A^T along rows: (m0 + m1 + m2, m1 - m2 - m3)
+        xp.add(m[0, j], m[1, j], out=s[0, j])
+        s[0, j] += m[2, j]
+        xp.subtract(m[1, j], m[2, j], out=s[1, j])
+        s[1, j] -= m[3, j]
+    z = _workspace(be, "wino_z", (2, 2, o, n, th, r), y.dtype)
+    zf = z.reshape(2, 2, -1)
+    for a in range(2):  # A along columns
+        xp.add(s[a, 0], s[a, 1], out=zf[a, 0])
+        zf[a, 0] += s[a, 2]
+        xp.subtract(s[a, 1], s[a, 2], out=zf[a, 1])
+        zf[a, 1] -= s[a, 3]
+    # interleave the four output phases into NCHW
+    for a in range(2):
+        rows = (oh - a + 1) // 2
+        for e in range(2):
+            cols = (ow - e + 1) // 2
+            xp.copyto(y[:, :, a::2, e::2], z[a, e, :, :, :rows, :cols].transpose(1, 0, 2, 3))
+
+
+def _winograd_conv(be, x, w, padding, y):
+    """y = conv2d(x, w) for a 3x3 kernel, stride 1, no dilation, one group, by Winograd."""
+    xp = be.xp
+    n, c = x.shape[:2]
+    o, oh, ow = y.shape[1:]
+    tiles = (-(-oh // 2), -(-ow // 2))
+    u = _winograd_filter(be, w)
+
+    def chunk(span):
+        n0, n1 = span
+        v = _winograd_input(be, x[n0:n1], padding[0], padding[2], tiles)
+        m = _workspace(be, "gemm", (16, o, v.shape[2]), x.dtype)
+        xp.matmul(u, v, out=m)
+        _winograd_output(be, m, y[n0:n1], tiles)
+
+    # a chunk's transformed input is 16/9 of im2col's columns and the tile transforms make
+    # several passes over it: half the im2col target measured best
+    _map_chunks(be, chunk, _chunks(be, n, 2 * 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
+
+
+def _winograd_weight_grad(be, x, gy, padding):
+    """Weight gradient of a Winograd convolution: G^T [sum over tiles (A gy A^T) * V] G."""
+    xp = be.xp
+    n, c = x.shape[:2]
+    o, oh, ow = gy.shape[1:]
+    th, tw = tiles = (-(-oh // 2), -(-ow // 2))
+    r = tw + 1
+
+    def chunk(span):
+        n0, n1 = span
+        b = n1 - n0
+        v = _winograd_input(be, x[n0:n1], padding[0], padding[2], tiles)
+        # gy's 2x2 output tiles, de-interleaved, zero in the filler column and past the edge
+        g = _workspace(be, "wino_g", (2, 2, o, b, th, r), gy.dtype)
+        for a in range(2):
+            for e in range(2):
+                src = gy[n0:n1, :, a::2, e::2]
+                rows, cols = src.shape[2:]
+                g[a, e, :, :, rows:].fill(0)
+                g[a, e, :, :, :rows, cols:].fill(0)
+                xp.copyto(g[a, e, :, :, :rows, :cols], src.transpose(1, 0, 2, 3))
+        g = g.reshape(2, 2, -1)
+        # A gy A^T with A = [[1, 0], [1, 1], [1, -1], [0, -1]]; the two minus signs of the last
+        # row and column are folded into the final filter transform
+        half = _workspace(be, "wino_s", (2, 2, g.shape[2]), gy.dtype)
+        for e in range(2):
+            xp.add(g[0, e], g[1, e], out=half[0, e])
+            xp.subtract(g[0, e], g[1, e], out=half[1, e])
+        m = _workspace(be, "wino_m", (4, 4, g.shape[2]), gy.dtype)
+        for i, (lo, hi) in enumerate(((g[0, 0], g[0, 1]), (half[0, 0], half[0, 1]),
+                                      (half[1, 0], half[1, 1]), (g[1, 0], g[1, 1]))):
+            xp.copyto(m[i, 0], lo)
+            xp.add(lo, hi, out=m[i, 1])
+            xp.subtract(lo, hi, out=m[i, 2])
+            xp.copyto(m[i, 3], hi)
+        return xp.matmul(m.reshape(16, o, -1), v.transpose(0, 2, 1))  # (16, O, C), fresh
+
+    parts = _map_chunks(be, chunk, _chunks(be, n, 2 * 16 * c * th * r * x.dtype.itemsize))
+    du = parts[0]
+    for part in parts[1:]:
+        du += part
+    sign = numpy.ones((4, 4))
+    sign[3, :] *= -1
+    sign[:, 3] *= -1
+    gg = be.asarray((numpy.kron(_WINOGRAD_G, _WINOGRAD_G) * sign.reshape(16, 1)).astype(x.dtype))
+    return (du.reshape(16, o * c).T @ gg).reshape(o, c, 3, 3)
+
+
+# ==================================================================================================
+# pooling kernels
+# ==================================================================================================
+def _valid_range(out_len, in_len, stride, pad, offset):
+    """Outputs [lo, hi) whose window element at ``offset`` (kernel index * dilation) falls inside
+    the input, and the input index that output ``lo`` reads."""
+    lo = max(0, -(-(pad - offset) // stride))
+    hi = min(out_len, (in_len - 1 + pad - offset) // stride + 1)
+    return lo, max(lo, hi), lo * stride - pad + offset
+
+
+def _pool_windows(be, x, kernel, stride, pads, dilation, out_hw, fill):
+    """All pooling windows of ``x`` (N, C, H, W) as a contiguous (kh*kw, N, C, OH, OW) array: one
+    copy. Windows that tile the input exactly are cut by a reshape, others by a strided view of
+    the input padded with ``fill`` (right/bottom padding extended for ceil_mode)."""
+    xp = be.xp
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    dh, dw = dilation
+    oh, ow = out_hw
+    if (kh, kw) == (sh, sw) and dilation == (1, 1) and (oh * sh, ow * sw) == (h, w) and not any(pads):
+        # the windows tile the input: a reshape, no padding and no strided view
+        view = x.reshape(n, c, oh, kh, ow, kw).transpose(3, 5, 0, 1, 2, 4)
+    else:
+        pt, pl = pads[0], pads[2]
+        # rows/columns the last window reaches beyond the input (ceil_mode may go past the padding)
+        pb = max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - pt - h)
+        pr = max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - pl - w)
+        xpad = _pad_image(be, x, (pt, pb, pl, pr), "pool_pad", fill)
+        s_n, s_c, s_h, s_w = xpad.strides
+        view = be.as_strided(xpad, (kh, kw, n, c, oh, ow),
+                             (dh * s_h, dw * s_w, s_n, s_c, sh * s_h, sw * s_w))
+    out = xp.empty((kh * kw, n, c, oh, ow), dtype=x.dtype)
+    xp.copyto(out.reshape(kh, kw, n, c, oh, ow), view)
+    return out
+
+
+def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    """Max pooling of ``x`` (N, C, H, W). Returns ``(y, argmax)`` where ``argmax`` (int8/int16/int32,
+    shape of ``y``) is the kernel position kh_index * kw + kw_index of each window's maximum.
+
+    Like PyTorch: padding never wins (padded cells are not candidates), ties go to the first
+    maximum in row-major window order, and a NaN in a window makes the output NaN. (PyTorch's CPU
+    kernel then points at the window's last NaN; here the index points at the first.)"""
+    xp = be.xp
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    out_hw = (pool_output_size(h, kh, stride[0], padding[0], dilation[0], ceil_mode),
+              pool_output_size(w, kw, stride[1], padding[1], dilation[1], ceil_mode))
+    oh, ow = out_hw
+    pads = (padding[0], padding[0], padding[1], padding[1])
+    windows = _pool_windows(be, x, kernel, stride, pads, dilation, out_hw, -math.inf)
+    y = windows.max(axis=0)
+    positions = kh * kw
+    idx_dtype = xp.int8 if positions <= 127 else (xp.int16 if positions <= 32767 else xp.int32)
+    argmax = xp.full(y.shape, positions - 1, dtype=idx_dtype)
+    is_nan = y != y
+    has_nan = bool(is_nan.any()) if be.name == "numpy" else True  # skip the NaN pass when possible
+    # walk the kernel positions backwards so the first match (the first maximum) is written last;
+    # each position only considers outputs whose window cell at that position is inside the input
+    for t in range(positions - 1, -1, -1):
+        i, j = divmod(t, kw)
+        r0, r1, _ = _valid_range(oh, h, stride[0], padding[0], i * dilation[0])
+        c0, c1, _ = _valid_range(ow, w, stride[1], padding[1], j * dilation[1])
+        if r0 >= r1 or c0 >= c1:
+            continue
+        cand = windows[t][:, :, r0:r1, c0:c1]
+        best = y[:, :, r0:r1, c0:c1]
+        hit = cand == best
+        if has_nan:
+            hit |= is_nan[:, :, r0:r1, c0:c1] & (cand != cand)
+        xp.copyto(argmax[:, :, r0:r1, c0:c1], xp.asarray(t, dtype=idx_dtype), where=hit)
+    return y, argmax
+
+
+def max_pool2d_flat_indices(be, argmax, input_shape, kernel, stride, padding, dilation, plane=False):
+    """Where each window's maximum sits in the input: int64 indices into the flattened input
+    (N*C*H*W), or with ``plane=True`` PyTorch's ``return_indices`` format (index into H*W)."""
+    xp = be.xp
+    n, c, h, w = input_shape
+    kw = kernel[1]
+    oh, ow = argmax.shape[2:]
+    # input index of each window's first cell, separable in rows and columns
+    row0 = xp.arange(oh, dtype=xp.int64) * stride[0] - padding[0]
+    col0 = xp.arange(ow, dtype=xp.int64) * stride[1] - padding[1]
+    base = row0[:, None] * w + col0[None, :]
+    # offset of kernel position t inside the flattened plane
+    t = xp.arange(kernel[0] * kw, dtype=xp.int64)
+    offset = (t // kw) * dilation[0] * w + (t % kw) * dilation[1]
+    idx = offset[argmax.astype(xp.intp)]
+    idx += base
+    if not plane:
+        idx += (xp.arange(n * c, dtype=xp.int64) * (h * w)).reshape(n, c, 1, 1)
+    return idx
+
+
+def max_pool2d_scatter(be, gy, flat_index, input_shape, overlapping=True):
+    """Send each output gradient to its window's maximum: a (N, C, H, W) array, zeros elsewhere.
+    Overlapping windows may share a maximum, whose gradients then add up."""
+    xp = be.xp
+    gx = xp.zeros(math.prod(input_shape), dtype=gy.dtype)
+    if overlapping:
+        be.scatter_add(gx, flat_index.reshape(-1), gy.reshape(-1))
+    else:  # every input cell is in at most one window: a plain assignment is a scatter
+        gx[flat_index.reshape(-1)] = gy.reshape(-1)
+    return gx.reshape(input_shape)
+
+
+def max_pool2d_gather(be, gx, flat_index):
+    """The adjoint of ``max_pool2d_scatter``: each window reads ``gx`` at its maximum."""
+    return gx.reshape(-1)[flat_index.reshape(-1)].reshape(flat_index.shape)
+
+
+def _avg_pool_divisor(be, in_len, out_len, kernel, stride, pad, count_include_pad, dtype):
+    """Divisor of every output along one axis (PyTorch's rule: a window is clipped to the padded
+    input, and with count_include_pad=False further to the input)."""
+    xp = be.xp
+    start = xp.arange(out_len, dtype=xp.int64) * stride - pad
+    end = xp.minimum(start + kernel, in_len + pad)
+    if count_include_pad:
+        return (end - start).astype(dtype)
+    return (xp.minimum(end, in_len) - xp.maximum(start, 0)).astype(dtype)
+
+
+def avg_pool2d_forward(be, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+    """Average pooling of ``x`` (N, C, H, W) (zero padding; PyTorch's divisor rules)."""
+    n, c, h, w = x.shape
+    out_hw = (pool_output_size(h, kernel[0], stride[0], padding[0], 1, ceil_mode),
+              pool_output_size(w, kernel[1], stride[1], padding[1], 1, ceil_mode))
+    pads = (padding[0], padding[0], padding[1], padding[1])
+    windows = _pool_windows(be, x, kernel, stride, pads, (1, 1), out_hw, 0.0)
+    y = windows.sum(axis=0)
+    y /= _avg_pool_divisors(be, (h, w), out_hw, kernel, stride, padding, count_include_pad, x.dtype)
+    return y
+
+
+def _avg_pool_divisors(be, in_hw, out_hw, kernel, stride, padding, count_include_pad, dtype):
+    rows = _avg_pool_divisor(be, in_hw[0], out_hw[0], kernel[0], stride[0], padding[0], count_include_pad, dtype)
+    cols = _avg_pool_divisor(be, in_hw[1], out_hw[1], kernel[1], stride[1], padding[1], count_include_pad, dtype)
+    return rows[:, None] * cols[None, :]
+
+
+def avg_pool2d_backward(be, gy, input_shape, kernel, stride, padding=(0, 0), ceil_mode=False,
+                        count_include_pad=True):
+    """Gradient of ``avg_pool2d_forward``: each output's gradient, divided by its divisor, is
+    spread over its window (kh*kw strided adds into a padded buffer)."""
+    xp = be.xp
+    n, c, h, w = input_shape
+    kh, kw = kernel
+    sh, sw = stride
+    oh, ow = gy.shape[2:]
+    share = gy / _avg_pool_divisors(be, (h, w), (oh, ow), kernel, stride, padding, count_include_pad,
+                                    gy.dtype)
+    pt, pl = padding
+    if (kh, kw) == (sh, sw) and (oh * sh, ow * sw) == (h, w) and not any(padding):
+        # windows tile the input: every cell receives exactly one share (one broadcast copy)
+        gx = xp.empty(input_shape, dtype=gy.dtype)
+        xp.copyto(gx.reshape(n, c, oh, kh, ow, kw), share[:, :, :, None, :, None])
+        return gx
+    hp = max(h + 2 * pt, (oh - 1) * sh + kh)
+    wp = max(w + 2 * pl, (ow - 1) * sw + kw)
+    acc = xp.zeros((n, c, hp, wp), dtype=gy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            acc[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += share
+    return xp.ascontiguousarray(acc[:, :, pt:pt + h, pl:pl + w])
+
+
+# ==================================================================================================
+# differentiable ops
+# ==================================================================================================
+class Conv2d(Function):
+    """y = conv(x, w). Params: stride, padding (4-tuple), dilation, groups, out_hw (or None)."""
+
+    def forward(self, x, w):
+        return conv2d_forward(self.backend, x, w, self.stride, self.padding, self.dilation,
+                              self.groups, self.out_hw)
+
+    def backward(self, g):
+        x, w = self.inputs
+        geom = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        gx = Conv2dInputGrad.apply(g, w, input_hw=x.shape[2:], **geom) if self.needs_input_grad[0] else None
+        gw = Conv2dWeightGrad.apply(x, g, kernel_hw=w.shape[2:], **geom) if self.needs_input_grad[1] else None
+        return gx, gw
+
+
+class Conv2dInputGrad(Function):
+    """dx = conv_transpose(g, w) with dx of spatial size ``input_hw``: the adjoint of Conv2d in x.
+
+    As a function of (g, w) its gradients are: in g, Conv2d(gg, w); in w, Conv2dWeightGrad(gg, g),
+    because <gg, InputGrad(g, w)> = <Conv2d(gg, w), g>."""
+
+    def forward(self, g, w):
+        return conv2d_input_grad(self.backend, g, w, self.input_hw, self.stride, self.padding,
+                                 self.dilation, self.groups)
+
+    def backward(self, gg):
+        g, w = self.inputs
+        geom = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        dg = Conv2d.apply(gg, w, out_hw=g.shape[2:], **geom) if self.needs_input_grad[0] else None
+        dw = Conv2dWeightGrad.apply(gg, g, kernel_hw=w.shape[2:], **geom) if self.needs_input_grad[1] else None
+        return dg, dw
+
+
+class Conv2dWeightGrad(Function):
+    """dw = weight gradient of a convolution of x with output gradient g.
+
+    <gw, WeightGrad(x, g)> = <Conv2d(x, gw), g>, so its gradients are: in x,
+    Conv2dInputGrad(g, gw); in g, Conv2d(x, gw)."""
+
+    def forward(self, x, g):
+        return conv2d_weight_grad(self.backend, x, g, self.kernel_hw, self.stride, self.padding,
+                                  self.dilation, self.groups)
+
+    def backward(self, ggw):
+        x, g = self.inputs
+        geom = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        dx = Conv2dInputGrad.apply(g, ggw, input_hw=x.shape[2:], **geom) if self.needs_input_grad[0] else None
+        dg = Conv2d.apply(x, ggw, out_hw=g.shape[2:], **geom) if self.needs_input_grad[1] else None
+        return dx, dg
+
+
+class MaxPool2d(Function):
+    """Max pooling. Keeps the argmax of every window; ``sink`` (a dict or None) receives it for
+    ``return_indices``."""
+
+    def forward(self, x):
+        y, self.argmax = max_pool2d_forward(self.backend, x, self.kernel, self.stride, self.padding,
+                                            self.dilation, self.ceil_mode)
+        self.input_shape = x.shape
+        if self.sink is not None:
+            self.sink["argmax"] = self.argmax
+        return y
+
+    def backward(self, g):
+        flat = max_pool2d_flat_indices(self.backend, self.argmax, self.input_shape, self.kernel,
+                                       self.stride, (self.padding[0], self.padding[1]), self.dilation)
+        # windows overlap when the stride is shorter than the dilated kernel
+        overlapping = any(s < d * (k - 1) + 1 for s, d, k in zip(self.stride, self.dilation, self.kernel))
+        return (MaxPool2dBackward.apply(g, flat_index=flat, input_shape=self.input_shape,
+                                        overlapping=overlapping),)
+
+
+class MaxPool2dBackward(Function):
+    """Scatter of output gradients to the windows' maxima; its adjoint is MaxPool2dGather."""
+
+    def forward(self, g):
+        return max_pool2d_scatter(self.backend, g, self.flat_index, self.input_shape, self.overlapping)
+
+    def backward(self, gg):
+        return (MaxPool2dGather.apply(gg, flat_index=self.flat_index, overlapping=self.overlapping),)
+
+
+class MaxPool2dGather(Function):
+    """Reads an input-shaped tensor at the windows' maxima; its adjoint is MaxPool2dBackward."""
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        return max_pool2d_gather(self.backend, x, self.flat_index)
+
+    def backward(self, g):
+        return (MaxPool2dBackward.apply(g, flat_index=self.flat_index, input_shape=self.input_shape,
+                                        overlapping=self.overlapping),)
+
+
+class AvgPool2d(Function):
+    """Average pooling (linear): its gradient is AvgPool2dBackward, whose gradient is AvgPool2d."""
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        return avg_pool2d_forward(self.backend, x, self.kernel, self.stride, self.padding,
+                                  self.ceil_mode, self.count_include_pad)
+
+    def backward(self, g):
+        return (AvgPool2dBackward.apply(g, input_shape=self.input_shape, kernel=self.kernel,
+                                        stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode,
+                                        count_include_pad=self.count_include_pad),)
+
+
+class AvgPool2dBackward(Function):
+    def forward(self, g):
+        return avg_pool2d_backward(self.backend, g, self.input_shape, self.kernel, self.stride,
+                                   self.padding, self.ceil_mode, self.count_include_pad)
+
+    def backward(self, gg):
+        return (AvgPool2d.apply(gg, kernel=self.kernel, stride=self.stride, padding=self.padding,
+                                ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad),)
+
+
+# ==================================================================================================
+# public functions (torch.nn.functional signatures)
+# ==================================================================================================
+def _tensor_type():
+    from .tensor import Tensor  # conv.py is imported by tensor.py; resolve at call time
+    return Tensor
+
+
+def _pair(value, op, what, minimum):
+    """An int or a pair of ints as a pair, each at least ``minimum``."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            value = (value[0], value[0])
+        if len(value) != 2:
+            raise ValueError(f"{op}: {what} must be an int or a pair of ints, got {value!r}")
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    try:
+        if any(isinstance(v, bool) for v in pair):
+            raise TypeError
+        pair = tuple(operator.index(v) for v in pair)
+    except TypeError:
+        raise TypeError(f"{op}: {what} must be an int or a pair of ints, got {value!r}") from None
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{op}: {what} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def _check_image_input(op, x, unbatched_ok=True):
+    """Checks that ``x`` is a float Tensor of 4 dims (or 3: one unbatched image)."""
+    Tensor = _tensor_type()
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected input to be a Tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: expected a floating point input, got dtype {x.dtype}")
+    if x.ndim != 4 and not (unbatched_ok and x.ndim == 3):
+        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W) or a 3-D unbatched input "
+                         f"(C, H, W), got shape {x.shape}")
+
+
+def _batched(x):
+    """(x as 4-D, whether it was unbatched)."""
+    return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
+
+
+def _check_weight(op, weight, x):
+    Tensor = _tensor_type()
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{op}: expected weight to be a Tensor, got {type(weight).__name__}")
+    if weight.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D weight, got shape {weight.shape}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"{op}: input dtype {x.dtype} and weight dtype {weight.dtype} differ")
+
+
+def _add_bias(op, y, bias, channels):
+    if bias is None:
+        return y
+    Tensor = _tensor_type()
+    if not isinstance(bias, Tensor):
+        raise TypeError(f"{op}: expected bias to be a Tensor or None, got {type(bias).__name__}")
+    if bias.shape != (channels,):
+        raise ValueError(f"{op}: expected a bias of shape ({channels},), got {bias.shape}")
+    if bias.dtype != y.dtype:
+        raise TypeError(f"{op}: input dtype {y.dtype} and bias dtype {bias.dtype} differ")
+    return y + bias.reshape(1, channels, 1, 1)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation like ``torch.nn.functional.conv2d``.
+
+    ``input`` (N, C, H, W) or (C, H, W); ``weight`` (O, C/groups, kh, kw); ``bias`` (O,) or None;
+    ``padding`` an int, a pair, ``"valid"`` or ``"same"`` (stride 1 only; an odd total padding puts
+    the extra row/column at the bottom/right, as PyTorch does)."""
+    op = "conv2d"
+    _check_image_input(op, input)
+    _check_weight(op, weight, input)
+    x, unbatched = _batched(input)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    stride = _pair(stride, op, "stride", 1)
+    dilation = _pair(dilation, op, "dilation", 1)
+    o, cg, kh, kw = weight.shape
+    if o % groups:
+        raise ValueError(f"{op}: weight has {o} output channels, not divisible by groups={groups}")
+    _check_conv_shapes(op, x.shape, weight.shape, groups)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"{op}: padding='same' is not supported for strided convolutions")
+            th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    else:
+        ph, pw = _pair(padding, op, "padding", 0)
+        pads = (ph, ph, pw, pw)
+    h, w = x.shape[2:]
+    oh = conv_output_size(h, kh, stride[0], pads[0], pads[1], dilation[0])
+    ow = conv_output_size(w, kw, stride[1], pads[2], pads[3], dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{op}: kernel {kh}x{kw} (dilation {dilation}) is larger than the padded input "
+            f"{h + pads[0] + pads[1]}x{w + pads[2] + pads[3]} (input {tuple(x.shape)}, padding {pads})")
+    y = Conv2d.apply(x, weight, stride=stride, padding=pads, dilation=dilation, groups=groups, out_hw=None)
+    y = _add_bias(op, y, bias, o)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution like ``torch.nn.functional.conv_transpose2d``.
+
+    ``input`` (N, C_in, H, W); ``weight`` (C_in, C_out/groups, kh, kw). Output height
+    (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1."""
+    op = "conv_transpose2d"
+    _check_image_input(op, input)
+    _check_weight(op, weight, input)
+    x, unbatched = _batched(input)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    stride = _pair(stride, op, "stride", 1)
+    dilation = _pair(dilation, op, "dilation", 1)
+    ph, pw = _pair(padding, op, "padding", 0)
+    oph, opw = _pair(output_padding, op, "output_padding", 0)
+    c_in, cg_out, kh, kw = weight.shape
+    if x.shape[1] != c_in:
+        raise ValueError(f"{op}: input has {x.shape[1]} channels but weight {weight.shape} expects {c_in}")
+    if c_in % groups:
+        raise ValueError(f"{op}: weight has {c_in} input channels, not divisible by groups={groups}")
+    for opad, s, d in ((oph, stride[0], dilation[0]), (opw, stride[1], dilation[1])):
+        if opad >= s and opad >= d:
+            raise ValueError(f"{op}: output_padding must be smaller than either stride or dilation, "
+                             f"got output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    h, w = x.shape[2:]
+    out_h = (h - 1) * stride[0] - 2 * ph + dilation[0] * (kh - 1) + oph + 1
+    out_w = (w - 1) * stride[1] - 2 * pw + dilation[1] * (kw - 1) + opw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{op}: output size {out_h}x{out_w} is too small (input {x.shape}, weight "
+                         f"{weight.shape}, stride {stride}, padding {(ph, pw)})")
+    y = Conv2dInputGrad.apply(x, weight, input_hw=(out_h, out_w), stride=stride,
+                              padding=(ph, ph, pw, pw), dilation=dilation, groups=groups)
+    y = _add_bias(op, y, bias, cg_out * groups)
+    return y.squeeze(0) if unbatched else y
+
+
+def _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel = _pair(kernel_size, op, "kernel_size", 1)
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
+        else _pair(stride, op, "stride", 1)
+    padding = _pair(padding, op, "padding", 0)
+    dilation = _pair(dilation, op, "dilation", 1)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{op}: padding should be at most half of the kernel size, got padding "
+                         f"{padding} for kernel {kernel}")
+    h, w = x.shape[2:]
+    oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{op}: kernel {kernel} (dilation {dilation}) is larger than the padded input "
+                         f"{h + 2 * padding[0]}x{w + 2 * padding[1]} (input {x.shape}, padding {padding})")
+    for size, out, k, s, p, d in zip((h, w), (oh, ow), kernel, stride, padding, dilation):
+        # only windows starting in the left padding can miss the input (PyTorch does not check
+        # and returns undefined indices there; we refuse)
+        for o in range(out):
+            start = o * s - p
+            if start >= 0:
+                break
+            if not any(0 <= start + i * d < size for i in range(k)):
+                raise ValueError(f"{op}: with kernel {kernel}, stride {stride}, padding {padding} and "
+                                 f"dilation {dilation} a window of the input {x.shape} lies entirely "
+                                 "in the padding")
+    return kernel, stride, padding, dilation
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling like ``torch.nn.functional.max_pool2d`` (padding counts as -inf; ties go
+    to the first maximum; ``return_indices`` gives int64 indices into each H*W plane)."""
+    op = "max_pool2d"
+    _check_image_input(op, input)
+    x, unbatched = _batched(input)
+    kernel, stride, padding, dilation = _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode)
+    sink = {} if return_indices else None
+    y = MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                        ceil_mode=bool(ceil_mode), sink=sink)
+    if unbatched:
+        y = y.squeeze(0)
+    if not return_indices:
+        return y
+    plane = max_pool2d_flat_indices(x._be, sink["argmax"], x.shape, kernel, stride, padding, dilation,
+                                    plane=True)
+    indices = x._const(plane)
+    return y, (indices.squeeze(0) if unbatched else indices)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D average pooling like ``torch.nn.functional.avg_pool2d`` (``divisor_override`` is not
+    supported and must be None)."""
+    op = "avg_pool2d"
+    if divisor_override is not None:
+        raise NotImplementedError(f"{op}: divisor_override is not supported")
+    _check_image_input(op, input)
+    x, unbatched = _batched(input)
+    kernel, stride, padding, _ = _pool_args(op, x, kernel_size, stride, padding, 1, ceil_mode)
+    y = AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, ceil_mode=bool(ceil_mode),
+                        count_include_pad=bool(count_include_pad))
+    return y.squeeze(0) if unbatched else y
+
+
+def _adaptive_matrix(be, in_len, out_len, dtype):
+    """(out_len, in_len) averaging matrix of PyTorch's adaptive windows
+    [floor(i*in/out), ceil((i+1)*in/out))."""
+    xp = be.xp
+    i = xp.arange(out_len, dtype=xp.int64)
+    start = (i * in_len) // out_len
+    end = -((-(i + 1) * in_len) // out_len)
+    pos = xp.arange(in_len, dtype=xp.int64)
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    return inside.astype(dtype) / (end - start).astype(dtype)[:, None]
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Adaptive average pooling like ``torch.nn.functional.adaptive_avg_pool2d``: any output size
+    (None keeps that dimension). Size 1 is a mean, sizes that divide the input are avg_pool2d, the
+    rest two products with constant averaging matrices."""
+    op = "adaptive_avg_pool2d"
+    _check_image_input(op, input)
+    x, unbatched = _batched(input)
+    if isinstance(output_size, (list, tuple)):
+        if len(output_size) != 2:
+            raise ValueError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
+        size = tuple(output_size)
+    else:
+        size = (output_size, output_size)
+    h, w = x.shape[2:]
+    size = (h if size[0] is None else size[0], w if size[1] is None else size[1])
+    size = _pair(size, op, "output_size", 1)
+    oh, ow = size
+    if (oh, ow) == (1, 1):
+        y = x.mean(axis=(2, 3), keepdims=True)
+    elif h % oh == 0 and w % ow == 0:
+        kernel = (h // oh, w // ow)
+        y = AvgPool2d.apply(x, kernel=kernel, stride=kernel, padding=(0, 0), ceil_mode=False,
+                            count_include_pad=True)
+    else:
+        rows = x._const(_adaptive_matrix(x._be, h, oh, x.dtype))
+        cols = x._const(_adaptive_matrix(x._be, w, ow, x.dtype).T)
+        y = rows.matmul(x).matmul(cols)
+    return y.squeeze(0) if unbatched else y

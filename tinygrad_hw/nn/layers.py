@@ -1,0 +1,425 @@
+"""Layers with ``torch.nn``'s names, arguments, defaults, parameter names, shapes and
+initialisation. Each is a thin wrapper around :mod:`tinygrad_hw.nn.functional`.
+
+Every layer also takes keyword arguments ``backend=`` ('numpy'/'cupy', default: the default
+backend) and ``dtype=`` (default: ``hw.get_default_dtype()``) for its parameters, PyTorch's
+``device=`` / ``dtype=``.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy
+
+from ..backend import get_backend, get_default_dtype, to_dtype
+from ..tensor import Tensor
+from . import functional as F
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Identity", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Dropout",
+           "Dropout2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
+           "SiLU", "ELU", "Softplus", "Softmax", "LogSoftmax", "Flatten"]
+
+
+def _new_param(shape, dtype, backend, fill=0.0):
+    be = get_backend(backend)
+    dtype = to_dtype(dtype) if dtype is not None else get_default_dtype()
+    if dtype.kind != "f":
+        raise TypeError(f"parameters must be floating point, got dtype {dtype}")
+    return Parameter(Tensor._make(be.xp.full(shape, fill, dtype=dtype), be))
+
+
+def _new_buffer(shape, dtype, backend, fill):
+    be = get_backend(backend)
+    return Tensor._make(be.xp.full(shape, fill, dtype=dtype), be)
+
+
+def _pair(value, layer, what):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{layer}: {what} must be an int or a pair of ints, got {value!r}")
+        return tuple(operator.index(v) for v in value)
+    return (operator.index(value),) * 2
+
+
+def _positive_int(layer, what, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{layer}: {what} must be a positive int, got {value!r}")
+
+
+class Identity(Module):
+    """Returns its input (any constructor arguments are ignored, as in PyTorch)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, input):
+        return input
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``; weight (out_features, in_features), bias (out_features,).
+
+    Initialised like PyTorch: weight ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a=sqrt(5)),
+    bias ~ U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, backend=None, dtype=None):
+        super().__init__()
+        _positive_int("Linear", "in_features", in_features)
+        _positive_int("Linear", "out_features", out_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = _new_param((out_features, in_features), dtype, backend)
+        if bias:
+            self.bias = _new_param((out_features,), dtype, backend)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"Linear: expected a Tensor input, got {type(input).__name__}")
+        if input.ndim == 0 or input.shape[-1] != self.in_features:
+            raise ValueError(f"Linear: input of shape {input.shape} has last dim "
+                             f"{input.shape[-1] if input.ndim else None}, expected "
+                             f"in_features={self.in_features}")
+        return F.linear(input, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Conv2d(Module):
+    """2-D convolution over (N, C_in, H, W) input; weight (C_out, C_in / groups, kh, kw), bias
+    (C_out,). ``kernel_size``, ``stride``, ``padding`` and ``dilation`` take an int or a pair;
+    ``padding`` may also be 'valid' or 'same' (stride 1). Only ``padding_mode='zeros'``.
+    Initialised like PyTorch (kaiming_uniform with a=sqrt(5); bias U(+-1/sqrt(fan_in)))."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 backend=None, dtype=None):
+        super().__init__()
+        name = "Conv2d"
+        _positive_int(name, "in_channels", in_channels)
+        _positive_int(name, "out_channels", out_channels)
+        _positive_int(name, "groups", groups)
+        if in_channels % groups:
+            raise ValueError(f"{name}: in_channels={in_channels} must be divisible by groups={groups}")
+        if out_channels % groups:
+            raise ValueError(f"{name}: out_channels={out_channels} must be divisible by groups={groups}")
+        self.kernel_size = _pair(kernel_size, name, "kernel_size")
+        self.stride = _pair(stride, name, "stride")
+        self.dilation = _pair(dilation, name, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"{name}: padding='same' is not supported for strided convolutions")
+            self.padding = padding
+        else:
+            self.padding = _pair(padding, name, "padding")
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"{name}: kernel_size, stride and dilation must be positive")
+        if not isinstance(self.padding, str) and min(self.padding) < 0:
+            raise ValueError(f"{name}: padding must be non-negative, got {padding!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.padding_mode = padding_mode
+        self.weight = _new_param((out_channels, in_channels // groups) + self.kernel_size, dtype, backend)
+        if bias:
+            self.bias = _new_param((out_channels,), dtype, backend)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+            if fan_in:
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"Conv2d: expected a Tensor input, got {type(input).__name__}")
+        if input.ndim not in (3, 4) or input.shape[-3] != self.in_channels:
+            raise ValueError(f"Conv2d: expected input of shape (N, {self.in_channels}, H, W) or "
+                             f"({self.in_channels}, H, W), got {input.shape}")
+        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class MaxPool2d(Module):
+    """Max pooling; ``stride`` defaults to ``kernel_size``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+                 ceil_mode: bool = False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, input):
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """Average pooling; ``stride`` defaults to ``kernel_size``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override=None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, input):
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size (``AdaptiveAvgPool2d(1)``: global average)."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Dropout(Module):
+    """Inverted dropout in training mode (zero with probability p, scale by 1/(1-p)); the
+    identity in eval mode."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False):
+        super().__init__()
+        F._check_p("Dropout", p)
+        self.p, self.inplace = p, inplace
+
+    def forward(self, input):
+        return F.dropout(input, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout2d(Dropout):
+    """Drops whole channels of (N, C, H, W) input in training mode."""
+
+    def forward(self, input):
+        return F.dropout2d(input, self.p, self.training)
+
+
+class _BatchNorm(Module):
+    _dims: tuple = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, *, backend=None, dtype=None):
+        super().__init__()
+        _positive_int(type(self).__name__, "num_features", num_features)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = _new_param((num_features,), dtype, backend, 1.0)
+            self.bias = _new_param((num_features,), dtype, backend, 0.0)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            fdtype = to_dtype(dtype) if dtype is not None else get_default_dtype()
+            self.register_buffer("running_mean", _new_buffer((num_features,), fdtype, backend, 0.0))
+            self.register_buffer("running_var", _new_buffer((num_features,), fdtype, backend, 1.0))
+            self.register_buffer("num_batches_tracked", _new_buffer((), numpy.int64, backend, 0))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, input):
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: expected a Tensor input, got {type(input).__name__}")
+        if input.ndim not in self._dims:
+            raise ValueError(f"{name}: expected a {' or '.join(f'{d}-D' for d in self._dims)} input, "
+                             f"got shape {input.shape}")
+        if input.shape[1] != self.num_features:
+            raise ValueError(f"{name}: input of shape {input.shape} has {input.shape[1]} channels "
+                             f"(dim 1), expected num_features={self.num_features}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.data += 1
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked.item())
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if track else None,
+                            self.running_var if track else None, self.weight, self.bias,
+                            use_batch_stats, factor, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C) or (N, C, L) input."""
+    _dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W) input."""
+    _dims = (4,)
+
+
+class ReLU(Module):
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input):
+        return F.relu(input)
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
+        super().__init__()
+        self.negative_slope, self.inplace = negative_slope, inplace
+
+    def forward(self, input):
+        return F.leaky_relu(input, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(Module):
+    def forward(self, input):
+        return F.sigmoid(input)
+
+
+class Tanh(Module):
+    def forward(self, input):
+        return F.tanh(input)
+
+
+class GELU(Module):
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, input):
+        return F.gelu(input, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(Module):
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input):
+        return F.silu(input)
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha, self.inplace = alpha, inplace
+
+    def forward(self, input):
+        return F.elu(input, self.alpha)
+
+
+class Softplus(Module):
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, input):
+        return F.softplus(input, self.beta, self.threshold)
+
+
+class Softmax(Module):
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.softmax(input, self.dim)
+
+
+class LogSoftmax(Module):
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.log_softmax(input, self.dim)
+
+
+class Flatten(Module):
+    """Flattens dims ``start_dim``..``end_dim`` (default: all but the batch dim)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input):
+        return input.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
