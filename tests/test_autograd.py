@@ -205,3 +205,30 @@ def test_integer_and_bool_tensors_have_no_grad_but_work():
     x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
     (x * i).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [1, 2, 3])
+
+
+def test_leaf_grads_are_owned_writable_arrays():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    x.sum().backward()  # the gradient of a sum is a broadcast view before it is stored
+    x.grad.data += 1
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 2])
+    a, b = Tensor([1.0], requires_grad=True), Tensor([2.0], requires_grad=True)
+    (a + b).sum().backward()  # Add hands one array to both inputs
+    a.grad.data += 5
+    assert b.grad.item() == 1.0
+
+
+def test_log1p_is_accurate_for_tiny_inputs():
+    x = Tensor(np.array([1e-12, 1e-5, 3.0]), requires_grad=True)
+    np.testing.assert_allclose(x.log1p().numpy(), np.log1p(x.numpy()), rtol=1e-15)
+    x.log1p().sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 1 / (1 + x.numpy()), rtol=1e-15)
+
+
+def test_deepcopy_and_pickle_keep_the_backend_singleton():
+    import copy
+    import pickle
+    x = Tensor([1.0, 2.0])
+    for y in (copy.deepcopy(x), pickle.loads(pickle.dumps(x))):
+        assert y._be is x._be
+        np.testing.assert_array_equal((x + y).numpy(), [2, 4])

@@ -241,3 +241,39 @@ def test_gradcheck_catches_a_wrong_backward():
     x = Tensor(np.array([0.3, -1.2]), requires_grad=True)
     with pytest.raises(AssertionError, match="gradcheck"):
         hw.gradcheck(lambda t: WrongCube.apply(t), [x])
+
+
+# --------------------------------------------------------------------------------------------------
+# layer errors name the layer by its place in the model
+# --------------------------------------------------------------------------------------------------
+def _features_model():
+    from tinygrad_hw import nn
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+
+
+def test_wrong_channel_count_names_the_conv_layer_and_shapes():
+    model = _features_model()
+    with pytest.raises(ValueError, match=r"^0 \(Conv2d\): .*\(2, 4, 8, 8\)"):
+        model(hw.zeros(2, 4, 8, 8))
+
+
+def test_wrong_spatial_size_names_the_linear_layer():
+    model = _features_model()
+    with pytest.raises(ValueError, match=r"^5 \(Linear\): .*in_features=256"):
+        model(hw.zeros(2, 3, 16, 16))
+
+
+def test_nested_layer_names_use_dotted_paths():
+    from tinygrad_hw import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = _features_model()
+            self.features[0] = nn.Conv2d(3, 4, 3, padding=1)  # features.3 now gets 4 channels, not 8
+
+        def forward(self, x):
+            return self.features(x)
+    with pytest.raises(ValueError, match=r"^features\.3 \(Conv2d\): "):
+        Net()(hw.zeros(1, 3, 8, 8))

@@ -17,6 +17,7 @@ import numpy
 __all__ = [
     "Backend", "NumpyBackend", "CupyBackend", "get_backend", "set_backend", "backend_of",
     "set_default_dtype", "get_default_dtype", "manual_seed", "host_rng", "to_dtype",
+    "get_rng_state", "set_rng_state",
 ]
 
 
@@ -85,6 +86,13 @@ class Backend:
         """A random permutation of ``range(n)`` as an int64 array."""
         raise NotImplementedError
 
+    def rng_state(self):
+        """The generator's state as plain Python data (None where the library cannot export it)."""
+        raise NotImplementedError
+
+    def set_rng_state(self, state):
+        raise NotImplementedError
+
 
 class NumpyBackend(Backend):
     name = "numpy"
@@ -110,6 +118,12 @@ class NumpyBackend(Backend):
 
     def permutation(self, n):
         return self.rng.permutation(n).astype(numpy.int64)
+
+    def rng_state(self):
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state):
+        self.rng.bit_generator.state = state
 
 
 class CupyBackend(Backend):
@@ -159,6 +173,16 @@ class CupyBackend(Backend):
 
     def permutation(self, n):
         return self.rng.permutation(n).astype(self.xp.int64)
+
+    # CuPy's cuRAND generators cannot export their state: a checkpoint records the seed and the
+    # number of reseeds instead, so a resumed GPU run is reproducible but not bit-identical to an
+    # uninterrupted one (the CPU backend is).
+    def rng_state(self):
+        return None
+
+    def set_rng_state(self, state):
+        if state is not None:
+            raise ValueError("the cupy backend cannot restore a generator state")
 
 
 def _float_for_rng(dtype):
@@ -237,6 +261,22 @@ def manual_seed(seed: int) -> None:
     _host_rng = numpy.random.default_rng(_seed)
     for backend in _instances.values():
         backend.seed(_seed)
+
+
+def get_rng_state() -> dict:
+    """Every generator's state (host and each backend in use), to save in a checkpoint."""
+    return {"seed": _seed, "host": _host_rng.bit_generator.state,
+            "backends": {name: be.rng_state() for name, be in _instances.items()}}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned: the random draws continue exactly."""
+    global _seed
+    _seed = state["seed"]
+    _host_rng.bit_generator.state = state["host"]
+    for name, be_state in state["backends"].items():
+        if be_state is not None:
+            get_backend(name).set_rng_state(be_state)
 
 
 def host_rng() -> numpy.random.Generator:

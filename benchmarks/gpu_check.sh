@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One command for a GPU machine (CUDA, CuPy, PyTorch installed): the whole test suite on the CuPy
+# backend, the benchmark suite against PyTorch CUDA, and the CIFAR-10 `fast` preset on the GPU.
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]        (or GPU_CHECK_OUT=... bash benchmarks/gpu_check.sh)
+#
+# Logs and JSON go to OUT_DIR (default benchmarks/results/gpu-<date>), ready to commit.
+# Each stage runs even when an earlier one fails; the exit status is that of the first failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${GPU_CHECK_OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M)}}"
+mkdir -p "$out"
+PY="${PYTHON:-python3}"
+status=0
+stage() {  # stage NAME COMMAND...: run, tee the log, remember the first failure
+    local name=$1; shift
+    echo "== $name: $*" | tee "$out/$name.log"
+    local start=$SECONDS
+    "$@" 2>&1 | tee -a "$out/$name.log"
+    local rc=${PIPESTATUS[0]}
+    echo "== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$out/$name.log"
+    [ $status -eq 0 ] && status=$rc
+    return 0
+}
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+    $PY -c "import sys, cupy, numpy; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__, 'cuda runtime', cupy.cuda.runtime.runtimeGetVersion())"
+    $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+} > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+stage tests env TINYGRAD_HW_BACKEND=cupy HYPOTHESIS_PROFILE=ci $PY -m pytest -q -p no:cacheprovider tests
+stage bench $PY -m benchmarks.run --backend cupy --json "$out/bench.json"
+stage cifar_fast $PY examples/cifar_cnn.py --backend cupy --preset fast --out "$out/cifar_fast"
+echo "results in $out (first failing stage's exit status: $status)"
+exit $status
