@@ -388,7 +388,8 @@ def _t(shape, dtype=np.float32):
     (lambda: cv.conv2d(_t((1, 4, 5, 5)), _t((2, 3, 3, 3))), ValueError, ["conv2d", "4 channels", "expects 3"]),
     (lambda: cv.conv2d(_t((1, 4, 5, 5)), _t((3, 2, 3, 3)), groups=2), ValueError, ["not divisible by groups=2"]),
     (lambda: cv.conv2d(_t((1, 1, 2, 2)), _t((1, 1, 3, 3))), ValueError, ["conv2d", "larger than the padded input 2x2"]),
-    (lambda: cv.conv2d(_t((1, 1, 4, 4), np.int64), _t((1, 1, 3, 3), np.int64)), TypeError, ["conv2d", "floating", "int64"]),
+    (lambda: cv.conv2d(_t((1, 1, 4, 4), np.int64), _t((1, 1, 3, 3), np.int64)), TypeError,
+     ["conv2d", "floating", "int64"]),
     (lambda: cv.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3), np.float64)), TypeError, ["float32", "float64"]),
     (lambda: cv.conv2d(np.zeros((1, 1, 4, 4)), _t((1, 1, 3, 3))), TypeError, ["conv2d", "Tensor", "ndarray"]),
     (lambda: cv.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3)), stride=2, padding="same"), ValueError, ["same", "strided"]),
@@ -410,3 +411,34 @@ def test_errors_name_op_and_shapes(call, error, words):
         call()
     for word in words:
         assert word in str(info.value), f"{word!r} not in {info.value}"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_chunk_workers_survive_fork(monkeypatch):
+    """A forked child has none of the parent's worker threads; its convolutions must still run."""
+    import os
+    monkeypatch.setattr(cv, "CHUNK_BYTES", 1)
+    be = get_backend("numpy")
+    rng = _rng(6)
+    x, w = rng.standard_normal((4, 3, 6, 6)), rng.standard_normal((2, 3, 3, 3))
+    y = cv.conv2d_forward(be, x, w, (1, 1), (1, 1, 1, 1))  # starts the pool in the parent
+    pid = os.fork()
+    if pid == 0:  # child: exit status says whether the result matched
+        os._exit(0 if np.array_equal(cv.conv2d_forward(be, x, w, (1, 1), (1, 1, 1, 1)), y) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+
+
+def test_chunk_worker_errors_propagate(monkeypatch):
+    monkeypatch.setattr(cv, "CHUNK_BYTES", 1)
+    calls = []
+
+    def chunk(span):
+        calls.append(span)
+        if span[0] == 3:
+            raise RuntimeError("chunk 3 failed")
+        return span[0]
+
+    with pytest.raises(RuntimeError, match="chunk 3 failed"):
+        cv._map_chunks(get_backend("numpy"), chunk, [(i, i + 1) for i in range(6)])
+    assert cv._map_chunks(get_backend("numpy"), lambda s: s[0], [(i, i + 1) for i in range(6)]) == list(range(6))

@@ -37,10 +37,14 @@ Padding is carried internally as four numbers (top, bottom, left, right) so that
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import operator
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 
 import numpy
 
@@ -60,7 +64,7 @@ __all__ = [
 # (2 MiB L2 per core, 32 MiB L3); see benchmarks/bench_conv.py.
 CHUNK_BYTES = 2 << 20
 # Scratch buffers larger than this are allocated per call instead of being kept alive.
-_SCRATCH_KEEP_MAX_BYTES = 256 << 20
+_SCRATCH_KEEP_MAX_BYTES = 64 << 20
 # Winograd F(2x2, 3x3) for 3x3 / stride 1 / dilation 1 / groups 1 convolutions on NumPy, when
 # both channel counts reach WINOGRAD_MIN_CHANNELS and the output map WINOGRAD_MIN_SIZE on each
 # side (below that the tile transforms cost more than the 2.25x fewer multiplications save).
@@ -112,6 +116,17 @@ _pool_state = {"pool": None, "pool_size": 0, "blas": None, "workers": None}
 _pool_lock = threading.Lock()
 
 
+def _forget_pool_after_fork():
+    # a forked child has none of the parent's pool threads: work queued there would never run
+    global _pool_lock
+    _pool_state.update(pool=None, pool_size=0)
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _worker_count() -> int:
     if WORKERS is not None:
         return max(1, int(WORKERS))
@@ -124,45 +139,72 @@ def _worker_count() -> int:
 
 
 def _thread_pool():
-    """(executor, threadpoolctl controller) or None when threads cannot help."""
-    if _worker_count() < 2:
+    """(executor with workers - 1 threads, BLAS thread controllers), or None where threads
+    cannot help: one core, or no threadpoolctl to keep BLAS from oversubscribing the cores."""
+    workers = _worker_count()
+    if workers < 2:
         return None
     with _pool_lock:
         if _pool_state["blas"] is None:
             try:
                 from threadpoolctl import ThreadpoolController
-                _pool_state["blas"] = ThreadpoolController()
-            except ImportError:
+                _pool_state["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
+            except Exception:  # threadpoolctl missing or unable to inspect the libraries
                 _pool_state["blas"] = False
-        if not _pool_state["blas"]:
+        if _pool_state["blas"] is False:
             return None
-        workers = _worker_count()
         if _pool_state["pool"] is None or _pool_state["pool_size"] != workers:
-            from concurrent.futures import ThreadPoolExecutor
-            _pool_state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="tinygrad_hw-conv")
+            _pool_state["pool"] = ThreadPoolExecutor(workers - 1, thread_name_prefix="tinygrad_hw-conv")
             _pool_state["pool_size"] = workers
         return _pool_state["pool"], _pool_state["blas"]
 
 
-def _in_worker(fn, item):
-    _local.in_worker = True
+@contextlib.contextmanager
+def _single_threaded_blas(libraries):
+    saved = [lib.get_num_threads() for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(1)
     try:
-        return fn(item)
+        yield
     finally:
-        _local.in_worker = False
+        for lib, count in zip(libraries, saved):
+            if count:
+                lib.set_num_threads(count)
 
 
 def _map_chunks(be, fn, chunks):
-    """``[fn(chunk) for chunk in chunks]``; on NumPy in worker threads with a single-threaded BLAS
-    each. Every chunk writes its own part of the result, so the order of completion is free."""
+    """``[fn(chunk) for chunk in chunks]``. On NumPy the calling thread and ``WORKERS - 1`` pool
+    threads take chunks in turn, each with a single-threaded BLAS; every chunk writes its own part
+    of the result, so the order of completion does not matter."""
     if be.name != "numpy" or len(chunks) < 2 or _local.in_worker:
         return [fn(c) for c in chunks]
     pool = _thread_pool()
     if pool is None:
         return [fn(c) for c in chunks]
-    executor, blas = pool
-    with blas.limit(limits=1, user_api="blas"):
-        return list(executor.map(_in_worker, [fn] * len(chunks), chunks))
+    executor, libraries = pool
+    results = [None] * len(chunks)
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+
+    def work():
+        _local.in_worker = True  # a kernel called from fn must not fan out again
+        try:
+            for i in iter(taken.__next__, None):
+                if i >= len(chunks):
+                    return
+                results[i] = fn(chunks[i])
+        finally:
+            _local.in_worker = False
+
+    helpers = min(_pool_state["pool_size"] - 1, len(chunks) - 1)
+    with _single_threaded_blas(libraries):
+        futures = [executor.submit(work) for _ in range(helpers)]
+        try:
+            work()
+        finally:
+            futures_wait(futures)  # every helper is done before BLAS gets its threads back
+        for future in futures:
+            future.result()  # re-raise a helper's error
+    return results
 
 
 def _chunks(be, n_images: int, bytes_per_image: int):
@@ -388,7 +430,8 @@ def _winograd_filter(be, w):
     """U (16, O, C): G w G^T for every (o, c), the 4x4 result flattened."""
     o, c = w.shape[:2]
     gg = be.asarray(numpy.kron(_WINOGRAD_G, _WINOGRAD_G).astype(w.dtype))  # (16, 9)
-    return (gg @ w.reshape(o * c, 9).T).reshape(16, o, c)
+    # einsum's own loop: a tiny product not worth waking BLAS threads for
+    return be.xp.einsum("ij,nj->in", gg, w.reshape(o * c, 9)).reshape(16, o, c)
 
 
 def _winograd_input(be, x, pad_top, pad_left, tiles_hw):
@@ -481,9 +524,7 @@ def _winograd_conv(be, x, w, padding, y):
         xp.matmul(u, v, out=m)
         _winograd_output(be, m, y[n0:n1], tiles)
 
-    # a chunk's transformed input is 16/9 of im2col's columns and the tile transforms make
-    # several passes over it: half the im2col target measured best
-    _map_chunks(be, chunk, _chunks(be, n, 2 * 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
+    _map_chunks(be, chunk, _chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
 
 
 def _winograd_weight_grad(be, x, gy, padding):
@@ -523,7 +564,7 @@ def _winograd_weight_grad(be, x, gy, padding):
             xp.copyto(m[i, 3], hi)
         return xp.matmul(m.reshape(16, o, -1), v.transpose(0, 2, 1))  # (16, O, C), fresh
 
-    parts = _map_chunks(be, chunk, _chunks(be, n, 2 * 16 * c * th * r * x.dtype.itemsize))
+    parts = _map_chunks(be, chunk, _chunks(be, n, 16 * c * th * r * x.dtype.itemsize))
     du = parts[0]
     for part in parts[1:]:
         du += part
@@ -531,7 +572,7 @@ def _winograd_weight_grad(be, x, gy, padding):
     sign[3, :] *= -1
     sign[:, 3] *= -1
     gg = be.asarray((numpy.kron(_WINOGRAD_G, _WINOGRAD_G) * sign.reshape(16, 1)).astype(x.dtype))
-    return (du.reshape(16, o * c).T @ gg).reshape(o, c, 3, 3)
+    return be.xp.einsum("in,ij->nj", du.reshape(16, o * c), gg).reshape(o, c, 3, 3)
 
 
 # ==================================================================================================
@@ -546,8 +587,8 @@ def _valid_range(out_len, in_len, stride, pad, offset):
 
 
 def _pool_windows(be, x, kernel, stride, pads, dilation, out_hw, fill):
-    """All pooling windows of ``x`` (N, C, H, W) as a contiguous (kh*kw, N, C, OH, OW) array: one
-    copy. Windows that tile the input exactly are cut by a reshape, others by a strided view of
+    """All pooling windows of ``x`` (N, C, H, W) as a contiguous (kh*kw, N, C, OH, OW) scratch
+    array: one copy. Windows that tile the input exactly are cut by a reshape, others by a strided view of
     the input padded with ``fill`` (right/bottom padding extended for ceil_mode)."""
     xp = be.xp
     n, c, h, w = x.shape
@@ -567,7 +608,7 @@ def _pool_windows(be, x, kernel, stride, pads, dilation, out_hw, fill):
         s_n, s_c, s_h, s_w = xpad.strides
         view = be.as_strided(xpad, (kh, kw, n, c, oh, ow),
                              (dh * s_h, dw * s_w, s_n, s_c, sh * s_h, sw * s_w))
-    out = xp.empty((kh * kw, n, c, oh, ow), dtype=x.dtype)
+    out = _workspace(be, "pool_windows", (kh * kw, n, c, oh, ow), x.dtype)
     xp.copyto(out.reshape(kh, kw, n, c, oh, ow), view)
     return out
 
@@ -590,23 +631,25 @@ def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), c
     y = windows.max(axis=0)
     positions = kh * kw
     idx_dtype = xp.int8 if positions <= 127 else (xp.int16 if positions <= 32767 else xp.int32)
-    argmax = xp.full(y.shape, positions - 1, dtype=idx_dtype)
     is_nan = y != y
     has_nan = bool(is_nan.any()) if be.name == "numpy" else True  # skip the NaN pass when possible
-    # walk the kernel positions backwards so the first match (the first maximum) is written last;
-    # each position only considers outputs whose window cell at that position is inside the input
-    for t in range(positions - 1, -1, -1):
+    # the first maximum's position = how many leading positions miss it: count, position by
+    # position, the outputs whose window has not matched yet. A position only counts as a
+    # match where its window cell is inside the input (padding never wins, even against -inf).
+    argmax = xp.zeros(y.shape, dtype=idx_dtype)
+    unmatched = xp.ones(y.shape, dtype=bool)
+    for t in range(positions - 1):
         i, j = divmod(t, kw)
         r0, r1, _ = _valid_range(oh, h, stride[0], padding[0], i * dilation[0])
         c0, c1, _ = _valid_range(ow, w, stride[1], padding[1], j * dilation[1])
-        if r0 >= r1 or c0 >= c1:
-            continue
-        cand = windows[t][:, :, r0:r1, c0:c1]
-        best = y[:, :, r0:r1, c0:c1]
-        hit = cand == best
-        if has_nan:
-            hit |= is_nan[:, :, r0:r1, c0:c1] & (cand != cand)
-        xp.copyto(argmax[:, :, r0:r1, c0:c1], xp.asarray(t, dtype=idx_dtype), where=hit)
+        if r0 < r1 and c0 < c1:
+            block = (slice(None), slice(None), slice(r0, r1), slice(c0, c1))
+            cand = windows[t][block]
+            miss = cand != y[block]
+            if has_nan:  # a NaN output is matched by the window's first NaN
+                miss &= ~(is_nan[block] & (cand != cand))
+            unmatched[block] &= miss
+        argmax += unmatched
     return y, argmax
 
 
