@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tinygrad_hw as hw  # noqa: E402
-from tinygrad_hw import conv as cv  # noqa: E402
+from tinygrad_hw import conv as cv
+import tinygrad_hw.nn.functional as hwF  # noqa: E402
 
 CASES = [  # (batch, in channels, out channels, size) with 3x3 kernels, padding 1
     (64, 64, 64, 16),
@@ -62,7 +63,7 @@ def conv_case(n, cin, cout, size, repeats, input_grad=True):
 
     def ours():
         x.grad = w.grad = None
-        cv.conv2d(x, w, padding=1).backward(g)
+        hwF.conv2d(x, w, padding=1).backward(g)
 
     def theirs():
         xt.grad = wt.grad = None
@@ -70,7 +71,7 @@ def conv_case(n, cin, cout, size, repeats, input_grad=True):
 
     def ours_fwd():
         with hw.no_grad():
-            cv.conv2d(x, w, padding=1)
+            hwF.conv2d(x, w, padding=1)
 
     def theirs_fwd():
         with torch.no_grad():
@@ -87,7 +88,7 @@ def pool_case(n, c, size, repeats):
     gt = torch.ones(n, c, size // 2, size // 2)
 
     def ours():
-        cv.max_pool2d(x, 2).backward(g)
+        hwF.max_pool2d(x, 2).backward(g)
 
     def theirs():
         F.max_pool2d(xt, 2).backward(gt)
@@ -140,7 +141,7 @@ def main():
             prof = cProfile.Profile()
             prof.enable()
             for _ in range(5):
-                cv.conv2d(x, w, padding=1).sum().backward()
+                hwF.conv2d(x, w, padding=1).sum().backward()
             prof.disable()
             print(f"\nprofile N={n} {cin}->{cout} {size}x{size}, 5 x fwd+bwd, one thread")
             pstats.Stats(prof).sort_stats("tottime").print_stats(10)

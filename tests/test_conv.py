@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import tinygrad_hw as hw
 from tinygrad_hw import conv as cv
+import tinygrad_hw.nn.functional as hwF
 from tinygrad_hw.backend import get_backend
 
 from helpers import assert_close, compare_with_torch
@@ -116,7 +117,7 @@ def _check_conv2d(backend, case):
     b = rng.standard_normal(case["cout"]).astype(case["dtype"])
     geom = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
     arrays = [x, w, b] if case["bias"] else [x, w]
-    compare_with_torch(lambda *t: cv.conv2d(*t, **geom), lambda *t: F.conv2d(*t, **geom), arrays,
+    compare_with_torch(lambda *t: hwF.conv2d(*t, **geom), lambda *t: F.conv2d(*t, **geom), arrays,
                        backend=backend, rtol=TOL[case["dtype"]], seed=case["seed"])
 
 
@@ -164,7 +165,7 @@ def test_conv_transpose2d_matches_torch(backend, conv_path, case):
     geom = dict(stride=case["stride"], padding=case["padding"], output_padding=case["output_padding"],
                 dilation=case["dilation"], groups=case["groups"])
     arrays = [x, w, b] if case["bias"] else [x, w]
-    compare_with_torch(lambda *t: cv.conv_transpose2d(*t, **geom), lambda *t: F.conv_transpose2d(*t, **geom),
+    compare_with_torch(lambda *t: hwF.conv_transpose2d(*t, **geom), lambda *t: F.conv_transpose2d(*t, **geom),
                        arrays, backend=backend, rtol=TOL[case["dtype"]], seed=case["seed"])
 
 
@@ -203,7 +204,7 @@ def test_conv2d_second_order(backend, conv_path, case):
     b = rng.standard_normal(case["cout"])
     geom = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
     # tanh makes the second derivative in (x, w) non-trivial, not only the mixed terms
-    _second_order(backend, lambda x, w, b: cv.conv2d(x, w, b, **geom).tanh(),
+    _second_order(backend, lambda x, w, b: hwF.conv2d(x, w, b, **geom).tanh(),
                   lambda x, w, b: F.conv2d(x, w, b, **geom).tanh(), [x, w, b], case["seed"])
 
 
@@ -216,7 +217,7 @@ def test_conv_transpose2d_second_order(backend, case):
     w = rng.standard_normal((case["cin"], case["cout"] // case["groups"], kh, kw))
     geom = dict(stride=case["stride"], padding=case["padding"], output_padding=case["output_padding"],
                 dilation=case["dilation"], groups=case["groups"])
-    _second_order(backend, lambda x, w: cv.conv_transpose2d(x, w, **geom).tanh(),
+    _second_order(backend, lambda x, w: hwF.conv_transpose2d(x, w, **geom).tanh(),
                   lambda x, w: F.conv_transpose2d(x, w, **geom).tanh(), [x, w], case["seed"])
 
 
@@ -232,7 +233,7 @@ def test_conv2d_third_order(backend):
         gxx, = grad((gx * gx).sum(), [w], create_graph=True)
         return grad((gxx * gxx).sum(), [x, w])
 
-    ours = third(cv.conv2d, lambda a: hw.Tensor(a, backend=backend, requires_grad=True),
+    ours = third(hwF.conv2d, lambda a: hw.Tensor(a, backend=backend, requires_grad=True),
                  lambda *a, **k: hw.grad(*a, **k), x0, w0)
     theirs = third(F.conv2d, lambda a: torch.from_numpy(a.copy()).requires_grad_(),
                    lambda *a, **k: torch.autograd.grad(*a, **k), x0, w0)
@@ -246,25 +247,25 @@ def test_conv2d_third_order(backend):
 def test_conv2d_string_padding(backend, padding, kernel, dilation):
     rng = _rng(0)
     x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3) + kernel)
-    compare_with_torch(lambda x, w: cv.conv2d(x, w, padding=padding, dilation=dilation),
+    compare_with_torch(lambda x, w: hwF.conv2d(x, w, padding=padding, dilation=dilation),
                        lambda x, w: F.conv2d(x, w, padding=padding, dilation=dilation), [x, w], backend=backend)
 
 
 def test_conv2d_unbatched_and_strided_input(backend):
     rng = _rng(1)
     x, w, b = rng.standard_normal((3, 6, 5)), rng.standard_normal((2, 3, 3, 3)), rng.standard_normal(2)
-    compare_with_torch(lambda x, w, b: cv.conv2d(x, w, b, padding=1),
+    compare_with_torch(lambda x, w, b: hwF.conv2d(x, w, b, padding=1),
                        lambda x, w, b: F.conv2d(x, w, b, padding=1), [x, w, b], backend=backend)
     # a non-contiguous input (a permuted view) and no padding: im2col reads the view's strides
     xs = rng.standard_normal((5, 3, 2, 6))
-    compare_with_torch(lambda x, w: cv.conv2d(x.permute(2, 1, 0, 3), w),
+    compare_with_torch(lambda x, w: hwF.conv2d(x.permute(2, 1, 0, 3), w),
                        lambda x, w: F.conv2d(x.permute(2, 1, 0, 3), w), [xs, w], backend=backend)
 
 
 def test_conv2d_empty_batch(backend):
     x = hw.Tensor(np.zeros((0, 2, 5, 5)), backend=backend, requires_grad=True)
     w = hw.Tensor(np.ones((3, 2, 3, 3)), backend=backend, requires_grad=True)
-    y = cv.conv2d(x, w)
+    y = hwF.conv2d(x, w)
     assert y.shape == (0, 3, 3, 3)
     y.sum().backward()
     assert x.grad.shape == (0, 2, 5, 5) and np.all(w.grad.numpy() == 0)
@@ -291,10 +292,10 @@ def test_max_pool2d_matches_torch(backend, case):
     x = _pool_input(case)
     args = dict(kernel_size=case["kernel"], stride=case["stride"], padding=case["padding"],
                 dilation=case["dilation"], ceil_mode=case["ceil_mode"])
-    compare_with_torch(lambda t: cv.max_pool2d(t, **args), lambda t: F.max_pool2d(t, **args), [x],
+    compare_with_torch(lambda t: hwF.max_pool2d(t, **args), lambda t: F.max_pool2d(t, **args), [x],
                        backend=backend, rtol=TOL[case["dtype"]], seed=case["seed"])
     # ties go to the first maximum: the indices are PyTorch's exactly
-    y, idx = cv.max_pool2d(hw.Tensor(x, backend=backend), return_indices=True, **args)
+    y, idx = hwF.max_pool2d(hw.Tensor(x, backend=backend), return_indices=True, **args)
     y_t, idx_t = F.max_pool2d(torch.from_numpy(x), return_indices=True, **args)
     assert idx.dtype == np.int64
     np.testing.assert_array_equal(idx.numpy(), idx_t.numpy())
@@ -308,21 +309,21 @@ def test_max_pool2d_second_order(backend, case):
     x = _pool_input(case)
     args = dict(kernel_size=case["kernel"], stride=case["stride"], padding=case["padding"],
                 dilation=case["dilation"], ceil_mode=case["ceil_mode"])
-    _second_order(backend, lambda t: cv.max_pool2d(t, **args) ** 2, lambda t: F.max_pool2d(t, **args) ** 2,
+    _second_order(backend, lambda t: hwF.max_pool2d(t, **args) ** 2, lambda t: F.max_pool2d(t, **args) ** 2,
                   [x], case["seed"])
 
 
 def test_max_pool2d_ties_first_maximum(backend):
     # a constant input: every window is one big tie and its first cell wins
     x = np.zeros((1, 1, 4, 5))
-    _, idx = cv.max_pool2d(hw.Tensor(x, backend=backend), 2, stride=1, return_indices=True)
+    _, idx = hwF.max_pool2d(hw.Tensor(x, backend=backend), 2, stride=1, return_indices=True)
     _, idx_t = F.max_pool2d(torch.from_numpy(x), 2, stride=1, return_indices=True)
     np.testing.assert_array_equal(idx.numpy(), idx_t.numpy())
     np.testing.assert_array_equal(idx.numpy()[0, 0, 0], [0, 1, 2, 3])
     # overlapping windows that share a maximum accumulate its gradient
     x = np.array([[[[0., 1., 0.], [0., 5., 0.], [0., 0., 0.]]]])
     xt = hw.Tensor(x, backend=backend, requires_grad=True)
-    cv.max_pool2d(xt, 2, stride=1).sum().backward()
+    hwF.max_pool2d(xt, 2, stride=1).sum().backward()
     assert xt.grad.numpy()[0, 0, 1, 1] == 4
 
 
@@ -331,7 +332,7 @@ def test_max_pool2d_padding_never_wins(backend):
     x = np.full((1, 2, 3, 3), -np.inf)
     x[0, 1, 2, 2] = 1.0
     args = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
-    y, idx = cv.max_pool2d(hw.Tensor(x, backend=backend), return_indices=True, **args)
+    y, idx = hwF.max_pool2d(hw.Tensor(x, backend=backend), return_indices=True, **args)
     y_t, idx_t = F.max_pool2d(torch.from_numpy(x), return_indices=True, **args)
     np.testing.assert_array_equal(y.numpy(), y_t.numpy())
     np.testing.assert_array_equal(idx.numpy(), idx_t.numpy())
@@ -340,9 +341,9 @@ def test_max_pool2d_padding_never_wins(backend):
 def test_max_pool2d_nan_propagates(backend):
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     x[0, 0, 1, 0] = np.nan
-    y = cv.max_pool2d(hw.Tensor(x, backend=backend), 2)
+    y = hwF.max_pool2d(hw.Tensor(x, backend=backend), 2)
     np.testing.assert_array_equal(np.isnan(y.numpy()), np.isnan(F.max_pool2d(torch.from_numpy(x), 2).numpy()))
-    _, idx = cv.max_pool2d(hw.Tensor(x, backend=backend), 2, return_indices=True)
+    _, idx = hwF.max_pool2d(hw.Tensor(x, backend=backend), 2, return_indices=True)
     assert idx.numpy()[0, 0, 0, 0] == 4  # the NaN's position
 
 
@@ -352,7 +353,7 @@ def test_avg_pool2d_matches_torch(backend, case, count_include_pad):
     x = _pool_input(case)
     args = dict(kernel_size=case["kernel"], stride=case["stride"], padding=case["padding"],
                 ceil_mode=case["ceil_mode"], count_include_pad=count_include_pad)
-    compare_with_torch(lambda t: cv.avg_pool2d(t, **args), lambda t: F.avg_pool2d(t, **args), [x],
+    compare_with_torch(lambda t: hwF.avg_pool2d(t, **args), lambda t: F.avg_pool2d(t, **args), [x],
                        backend=backend, rtol=TOL[case["dtype"]], seed=case["seed"])
 
 
@@ -363,7 +364,7 @@ def test_avg_pool2d_second_order(backend, case):
     x = _pool_input(case)
     args = dict(kernel_size=case["kernel"], stride=case["stride"], padding=case["padding"],
                 ceil_mode=case["ceil_mode"])
-    _second_order(backend, lambda t: cv.avg_pool2d(t, **args) ** 2, lambda t: F.avg_pool2d(t, **args) ** 2,
+    _second_order(backend, lambda t: hwF.avg_pool2d(t, **args) ** 2, lambda t: F.avg_pool2d(t, **args) ** 2,
                   [x], case["seed"])
 
 
@@ -371,7 +372,7 @@ def test_avg_pool2d_second_order(backend, case):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adaptive_avg_pool2d(backend, output_size, dtype):
     x = _rng(4).standard_normal((2, 3, 6, 4)).astype(dtype)
-    compare_with_torch(lambda t: cv.adaptive_avg_pool2d(t, output_size),
+    compare_with_torch(lambda t: hwF.adaptive_avg_pool2d(t, output_size),
                        lambda t: F.adaptive_avg_pool2d(t, output_size), [x], backend=backend, rtol=TOL[dtype])
 
 
@@ -383,28 +384,28 @@ def _t(shape, dtype=np.float32):
 
 
 @pytest.mark.parametrize("call,error,words", [
-    (lambda: cv.conv2d(_t((2, 3, 4)).reshape(2, 12), _t((1, 3, 1, 1))), ValueError, ["conv2d", "4-D", "(2, 12)"]),
-    (lambda: cv.conv2d(_t((1, 1, 2, 3, 4)), _t((1, 1, 1, 1))), ValueError, ["conv2d", "(1, 1, 2, 3, 4)"]),
-    (lambda: cv.conv2d(_t((1, 4, 5, 5)), _t((2, 3, 3, 3))), ValueError, ["conv2d", "4 channels", "expects 3"]),
-    (lambda: cv.conv2d(_t((1, 4, 5, 5)), _t((3, 2, 3, 3)), groups=2), ValueError, ["not divisible by groups=2"]),
-    (lambda: cv.conv2d(_t((1, 1, 2, 2)), _t((1, 1, 3, 3))), ValueError, ["conv2d", "larger than the padded input 2x2"]),
-    (lambda: cv.conv2d(_t((1, 1, 4, 4), np.int64), _t((1, 1, 3, 3), np.int64)), TypeError,
+    (lambda: hwF.conv2d(_t((2, 3, 4)).reshape(2, 12), _t((1, 3, 1, 1))), ValueError, ["conv2d", "4-D", "(2, 12)"]),
+    (lambda: hwF.conv2d(_t((1, 1, 2, 3, 4)), _t((1, 1, 1, 1))), ValueError, ["conv2d", "(1, 1, 2, 3, 4)"]),
+    (lambda: hwF.conv2d(_t((1, 4, 5, 5)), _t((2, 3, 3, 3))), ValueError, ["conv2d", "4 channels", "expects 3"]),
+    (lambda: hwF.conv2d(_t((1, 4, 5, 5)), _t((3, 2, 3, 3)), groups=2), ValueError, ["not divisible by groups=2"]),
+    (lambda: hwF.conv2d(_t((1, 1, 2, 2)), _t((1, 1, 3, 3))), ValueError, ["conv2d", "larger than the padded input 2x2"]),
+    (lambda: hwF.conv2d(_t((1, 1, 4, 4), np.int64), _t((1, 1, 3, 3), np.int64)), TypeError,
      ["conv2d", "floating", "int64"]),
-    (lambda: cv.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3), np.float64)), TypeError, ["float32", "float64"]),
-    (lambda: cv.conv2d(np.zeros((1, 1, 4, 4)), _t((1, 1, 3, 3))), TypeError, ["conv2d", "Tensor", "ndarray"]),
-    (lambda: cv.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3)), stride=2, padding="same"), ValueError, ["same", "strided"]),
-    (lambda: cv.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3)), stride=0), ValueError, ["stride", ">= 1"]),
-    (lambda: cv.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3)), padding=1.5), TypeError, ["padding"]),
-    (lambda: cv.conv2d(_t((1, 1, 4, 4)), _t((2, 1, 3, 3)), _t((3,))), ValueError, ["bias", "(2,)"]),
-    (lambda: cv.conv_transpose2d(_t((1, 2, 4, 4)), _t((3, 1, 3, 3))), ValueError, ["conv_transpose2d", "2 channels"]),
-    (lambda: cv.conv_transpose2d(_t((1, 2, 4, 4)), _t((2, 1, 3, 3)), stride=2, output_padding=2), ValueError,
+    (lambda: hwF.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3), np.float64)), TypeError, ["float32", "float64"]),
+    (lambda: hwF.conv2d(np.zeros((1, 1, 4, 4)), _t((1, 1, 3, 3))), TypeError, ["conv2d", "Tensor", "ndarray"]),
+    (lambda: hwF.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3)), stride=2, padding="same"), ValueError, ["same", "strided"]),
+    (lambda: hwF.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3)), stride=0), ValueError, ["stride", ">= 1"]),
+    (lambda: hwF.conv2d(_t((1, 1, 4, 4)), _t((1, 1, 3, 3)), padding=1.5), TypeError, ["padding"]),
+    (lambda: hwF.conv2d(_t((1, 1, 4, 4)), _t((2, 1, 3, 3)), _t((3,))), ValueError, ["bias", "(2,)"]),
+    (lambda: hwF.conv_transpose2d(_t((1, 2, 4, 4)), _t((3, 1, 3, 3))), ValueError, ["conv_transpose2d", "2 channels"]),
+    (lambda: hwF.conv_transpose2d(_t((1, 2, 4, 4)), _t((2, 1, 3, 3)), stride=2, output_padding=2), ValueError,
      ["output_padding"]),
-    (lambda: cv.max_pool2d(_t((1, 1, 4, 4)), 2, padding=2), ValueError, ["max_pool2d", "half of the kernel"]),
-    (lambda: cv.max_pool2d(_t((1, 1, 2, 2)), 3), ValueError, ["max_pool2d", "larger than the padded input"]),
-    (lambda: cv.max_pool2d(_t((1, 1, 1, 1)), 2, padding=1, dilation=2), ValueError, ["entirely in the padding"]),
-    (lambda: cv.max_pool2d(_t((4, 4)), 2), ValueError, ["max_pool2d", "(4, 4)"]),
-    (lambda: cv.avg_pool2d(_t((1, 1, 4, 4), np.int64), 2), TypeError, ["avg_pool2d", "int64"]),
-    (lambda: cv.adaptive_avg_pool2d(_t((1, 1, 4, 4)), (1, 2, 3)), ValueError, ["adaptive_avg_pool2d"]),
+    (lambda: hwF.max_pool2d(_t((1, 1, 4, 4)), 2, padding=2), ValueError, ["max_pool2d", "half of the kernel"]),
+    (lambda: hwF.max_pool2d(_t((1, 1, 2, 2)), 3), ValueError, ["max_pool2d", "larger than the padded input"]),
+    (lambda: hwF.max_pool2d(_t((1, 1, 1, 1)), 2, padding=1, dilation=2), ValueError, ["entirely in the padding"]),
+    (lambda: hwF.max_pool2d(_t((4, 4)), 2), ValueError, ["max_pool2d", "(4, 4)"]),
+    (lambda: hwF.avg_pool2d(_t((1, 1, 4, 4), np.int64), 2), TypeError, ["avg_pool2d", "int64"]),
+    (lambda: hwF.adaptive_avg_pool2d(_t((1, 1, 4, 4)), (1, 2, 3)), ValueError, ["adaptive_avg_pool2d"]),
 ])
 def test_errors_name_op_and_shapes(call, error, words):
     with pytest.raises(error) as info:

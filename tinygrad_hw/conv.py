@@ -9,8 +9,9 @@ Three layers, bottom up:
   ``Conv2dWeightGrad`` form a closed family: the backward of each is written with the other two,
   so gradients of any order exist. ``MaxPool2d`` / ``MaxPool2dBackward`` / ``MaxPool2dGather``
   and ``AvgPool2d`` / ``AvgPool2dBackward`` are closed the same way.
-* **Public functions** with PyTorch's signatures: ``conv2d``, ``conv_transpose2d``,
-  ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``.
+* The public functions with PyTorch's signatures (``conv2d``, ``conv_transpose2d``,
+  ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``) are in :mod:`tinygrad_hw.nn.functional`,
+  above the Tensor in the import order.
 
 How a convolution is computed (im2col): the padded input is viewed through ``as_strided`` as a
 (groups, C/groups * kh * kw, images * OH * OW) matrix, copied once into a contiguous column buffer
@@ -40,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import operator
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +51,6 @@ import numpy
 from .function import Function
 
 __all__ = [
-    "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad",
     "MaxPool2d", "MaxPool2dBackward", "MaxPool2dGather", "AvgPool2d", "AvgPool2dBackward",
     "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad", "conv_output_size",
@@ -349,7 +348,7 @@ def conv2d_weight_grad(be, x, gy, kernel_hw, stride=(1, 1), padding=(0, 0, 0, 0)
     o = gy.shape[1]
     kh, kw = kernel_hw
     oh, ow = gy.shape[2:]
-    cg, og = c // groups, o // groups
+    cg = c // groups
     if n == 0:
         return xp.zeros((o, cg, kh, kw), dtype=x.dtype)
     if _winograd_applies(be, c, o, kernel_hw, stride, dilation, groups, x.dtype, (oh, ow)):
@@ -865,258 +864,3 @@ class AvgPool2dBackward(Function):
     def backward(self, gg):
         return (AvgPool2d.apply(gg, kernel=self.kernel, stride=self.stride, padding=self.padding,
                                 ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad),)
-
-
-# ==================================================================================================
-# public functions (torch.nn.functional signatures)
-# ==================================================================================================
-def _tensor_type():
-    from .tensor import Tensor  # conv.py is imported by tensor.py; resolve at call time
-    return Tensor
-
-
-def _pair(value, op, what, minimum):
-    """An int or a pair of ints as a pair, each at least ``minimum``."""
-    if isinstance(value, (list, tuple)):
-        if len(value) == 1:
-            value = (value[0], value[0])
-        if len(value) != 2:
-            raise ValueError(f"{op}: {what} must be an int or a pair of ints, got {value!r}")
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    try:
-        if any(isinstance(v, bool) for v in pair):
-            raise TypeError
-        pair = tuple(operator.index(v) for v in pair)
-    except TypeError:
-        raise TypeError(f"{op}: {what} must be an int or a pair of ints, got {value!r}") from None
-    if any(v < minimum for v in pair):
-        raise ValueError(f"{op}: {what} must be >= {minimum}, got {value!r}")
-    return pair
-
-
-def _check_image_input(op, x, unbatched_ok=True):
-    """Checks that ``x`` is a float Tensor of 4 dims (or 3: one unbatched image)."""
-    Tensor = _tensor_type()
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: expected input to be a Tensor, got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{op}: expected a floating point input, got dtype {x.dtype}")
-    if x.ndim != 4 and not (unbatched_ok and x.ndim == 3):
-        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W) or a 3-D unbatched input "
-                         f"(C, H, W), got shape {x.shape}")
-
-
-def _batched(x):
-    """(x as 4-D, whether it was unbatched)."""
-    return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
-
-
-def _check_weight(op, weight, x):
-    Tensor = _tensor_type()
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"{op}: expected weight to be a Tensor, got {type(weight).__name__}")
-    if weight.ndim != 4:
-        raise ValueError(f"{op}: expected a 4-D weight, got shape {weight.shape}")
-    if weight.dtype != x.dtype:
-        raise TypeError(f"{op}: input dtype {x.dtype} and weight dtype {weight.dtype} differ")
-
-
-def _add_bias(op, y, bias, channels):
-    if bias is None:
-        return y
-    Tensor = _tensor_type()
-    if not isinstance(bias, Tensor):
-        raise TypeError(f"{op}: expected bias to be a Tensor or None, got {type(bias).__name__}")
-    if bias.shape != (channels,):
-        raise ValueError(f"{op}: expected a bias of shape ({channels},), got {bias.shape}")
-    if bias.dtype != y.dtype:
-        raise TypeError(f"{op}: input dtype {y.dtype} and bias dtype {bias.dtype} differ")
-    return y + bias.reshape(1, channels, 1, 1)
-
-
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D cross-correlation like ``torch.nn.functional.conv2d``.
-
-    ``input`` (N, C, H, W) or (C, H, W); ``weight`` (O, C/groups, kh, kw); ``bias`` (O,) or None;
-    ``padding`` an int, a pair, ``"valid"`` or ``"same"`` (stride 1 only; an odd total padding puts
-    the extra row/column at the bottom/right, as PyTorch does)."""
-    op = "conv2d"
-    _check_image_input(op, input)
-    _check_weight(op, weight, input)
-    x, unbatched = _batched(input)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    stride = _pair(stride, op, "stride", 1)
-    dilation = _pair(dilation, op, "dilation", 1)
-    o, cg, kh, kw = weight.shape
-    if o % groups:
-        raise ValueError(f"{op}: weight has {o} output channels, not divisible by groups={groups}")
-    _check_conv_shapes(op, x.shape, weight.shape, groups)
-    if isinstance(padding, str):
-        if padding == "valid":
-            pads = (0, 0, 0, 0)
-        elif padding == "same":
-            if stride != (1, 1):
-                raise ValueError(f"{op}: padding='same' is not supported for strided convolutions")
-            th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
-            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
-        else:
-            raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    else:
-        ph, pw = _pair(padding, op, "padding", 0)
-        pads = (ph, ph, pw, pw)
-    h, w = x.shape[2:]
-    oh = conv_output_size(h, kh, stride[0], pads[0], pads[1], dilation[0])
-    ow = conv_output_size(w, kw, stride[1], pads[2], pads[3], dilation[1])
-    if oh < 1 or ow < 1:
-        raise ValueError(
-            f"{op}: kernel {kh}x{kw} (dilation {dilation}) is larger than the padded input "
-            f"{h + pads[0] + pads[1]}x{w + pads[2] + pads[3]} (input {tuple(x.shape)}, padding {pads})")
-    y = Conv2d.apply(x, weight, stride=stride, padding=pads, dilation=dilation, groups=groups, out_hw=None)
-    y = _add_bias(op, y, bias, o)
-    return y.squeeze(0) if unbatched else y
-
-
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """2-D transposed convolution like ``torch.nn.functional.conv_transpose2d``.
-
-    ``input`` (N, C_in, H, W); ``weight`` (C_in, C_out/groups, kh, kw). Output height
-    (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1."""
-    op = "conv_transpose2d"
-    _check_image_input(op, input)
-    _check_weight(op, weight, input)
-    x, unbatched = _batched(input)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    stride = _pair(stride, op, "stride", 1)
-    dilation = _pair(dilation, op, "dilation", 1)
-    ph, pw = _pair(padding, op, "padding", 0)
-    oph, opw = _pair(output_padding, op, "output_padding", 0)
-    c_in, cg_out, kh, kw = weight.shape
-    if x.shape[1] != c_in:
-        raise ValueError(f"{op}: input has {x.shape[1]} channels but weight {weight.shape} expects {c_in}")
-    if c_in % groups:
-        raise ValueError(f"{op}: weight has {c_in} input channels, not divisible by groups={groups}")
-    for opad, s, d in ((oph, stride[0], dilation[0]), (opw, stride[1], dilation[1])):
-        if opad >= s and opad >= d:
-            raise ValueError(f"{op}: output_padding must be smaller than either stride or dilation, "
-                             f"got output_padding={output_padding}, stride={stride}, dilation={dilation}")
-    h, w = x.shape[2:]
-    out_h = (h - 1) * stride[0] - 2 * ph + dilation[0] * (kh - 1) + oph + 1
-    out_w = (w - 1) * stride[1] - 2 * pw + dilation[1] * (kw - 1) + opw + 1
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"{op}: output size {out_h}x{out_w} is too small (input {x.shape}, weight "
-                         f"{weight.shape}, stride {stride}, padding {(ph, pw)})")
-    y = Conv2dInputGrad.apply(x, weight, input_hw=(out_h, out_w), stride=stride,
-                              padding=(ph, ph, pw, pw), dilation=dilation, groups=groups)
-    y = _add_bias(op, y, bias, cg_out * groups)
-    return y.squeeze(0) if unbatched else y
-
-
-def _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode):
-    kernel = _pair(kernel_size, op, "kernel_size", 1)
-    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
-        else _pair(stride, op, "stride", 1)
-    padding = _pair(padding, op, "padding", 0)
-    dilation = _pair(dilation, op, "dilation", 1)
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{op}: padding should be at most half of the kernel size, got padding "
-                         f"{padding} for kernel {kernel}")
-    h, w = x.shape[2:]
-    oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
-    ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{op}: kernel {kernel} (dilation {dilation}) is larger than the padded input "
-                         f"{h + 2 * padding[0]}x{w + 2 * padding[1]} (input {x.shape}, padding {padding})")
-    for size, out, k, s, p, d in zip((h, w), (oh, ow), kernel, stride, padding, dilation):
-        # only windows starting in the left padding can miss the input (PyTorch does not check
-        # and returns undefined indices there; we refuse)
-        for o in range(out):
-            start = o * s - p
-            if start >= 0:
-                break
-            if not any(0 <= start + i * d < size for i in range(k)):
-                raise ValueError(f"{op}: with kernel {kernel}, stride {stride}, padding {padding} and "
-                                 f"dilation {dilation} a window of the input {x.shape} lies entirely "
-                                 "in the padding")
-    return kernel, stride, padding, dilation
-
-
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
-    """2-D max pooling like ``torch.nn.functional.max_pool2d`` (padding counts as -inf; ties go
-    to the first maximum; ``return_indices`` gives int64 indices into each H*W plane)."""
-    op = "max_pool2d"
-    _check_image_input(op, input)
-    x, unbatched = _batched(input)
-    kernel, stride, padding, dilation = _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode)
-    sink = {} if return_indices else None
-    y = MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
-                        ceil_mode=bool(ceil_mode), sink=sink)
-    if unbatched:
-        y = y.squeeze(0)
-    if not return_indices:
-        return y
-    plane = max_pool2d_flat_indices(x._be, sink["argmax"], x.shape, kernel, stride, padding, dilation,
-                                    plane=True)
-    indices = x._const(plane)
-    return y, (indices.squeeze(0) if unbatched else indices)
-
-
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
-    """2-D average pooling like ``torch.nn.functional.avg_pool2d`` (``divisor_override`` is not
-    supported and must be None)."""
-    op = "avg_pool2d"
-    if divisor_override is not None:
-        raise NotImplementedError(f"{op}: divisor_override is not supported")
-    _check_image_input(op, input)
-    x, unbatched = _batched(input)
-    kernel, stride, padding, _ = _pool_args(op, x, kernel_size, stride, padding, 1, ceil_mode)
-    y = AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, ceil_mode=bool(ceil_mode),
-                        count_include_pad=bool(count_include_pad))
-    return y.squeeze(0) if unbatched else y
-
-
-def _adaptive_matrix(be, in_len, out_len, dtype):
-    """(out_len, in_len) averaging matrix of PyTorch's adaptive windows
-    [floor(i*in/out), ceil((i+1)*in/out))."""
-    xp = be.xp
-    i = xp.arange(out_len, dtype=xp.int64)
-    start = (i * in_len) // out_len
-    end = -((-(i + 1) * in_len) // out_len)
-    pos = xp.arange(in_len, dtype=xp.int64)
-    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
-    return inside.astype(dtype) / (end - start).astype(dtype)[:, None]
-
-
-def adaptive_avg_pool2d(input, output_size):
-    """Adaptive average pooling like ``torch.nn.functional.adaptive_avg_pool2d``: any output size
-    (None keeps that dimension). Size 1 is a mean, sizes that divide the input are avg_pool2d, the
-    rest two products with constant averaging matrices."""
-    op = "adaptive_avg_pool2d"
-    _check_image_input(op, input)
-    x, unbatched = _batched(input)
-    if isinstance(output_size, (list, tuple)):
-        if len(output_size) != 2:
-            raise ValueError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
-        size = tuple(output_size)
-    else:
-        size = (output_size, output_size)
-    h, w = x.shape[2:]
-    size = (h if size[0] is None else size[0], w if size[1] is None else size[1])
-    size = _pair(size, op, "output_size", 1)
-    oh, ow = size
-    if (oh, ow) == (1, 1):
-        y = x.mean(axis=(2, 3), keepdims=True)
-    elif h % oh == 0 and w % ow == 0:
-        kernel = (h // oh, w // ow)
-        y = AvgPool2d.apply(x, kernel=kernel, stride=kernel, padding=(0, 0), ceil_mode=False,
-                            count_include_pad=True)
-    else:
-        rows = x._const(_adaptive_matrix(x._be, h, oh, x.dtype))
-        cols = x._const(_adaptive_matrix(x._be, w, ow, x.dtype).T)
-        y = rows.matmul(x).matmul(cols)
-    return y.squeeze(0) if unbatched else y
