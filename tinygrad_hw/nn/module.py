@@ -118,7 +118,8 @@ def _name_module_in_error(root, exc):
                 where = f"{name} ({where})"
                 break
     if exc.args and isinstance(exc.args[0], str) and not exc.args[0].startswith(where):
-        exc.args = (f"{where}: {exc.args[0]}",) + exc.args[1:]
+        message = exc.args[0].removeprefix(f"{type(failed).__name__}: ")  # the layer's own prefix
+        exc.args = (f"{where}: {message}",) + exc.args[1:]
 
 
 class Module:
