@@ -1,0 +1,80 @@
+"""Smoke test of the benchmark harness (``python -m benchmarks.run --quick``), so that it never
+rots: it runs end to end at tiny sizes and writes every row with every field. No timing is
+asserted -- only that the numbers exist and are sane (positive, finite)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+EXPECTED_ROWS = [
+    "seed net", "vgg net", "fast net",
+    "conv2d 3x3 32->32", "conv2d 3x3 64->64", "conv2d 3x3 128->128",
+    "max_pool2d 2x2", "linear 2048->256", "cross_entropy", "matmul float32", "op overhead",
+]
+SIDE_FIELDS = ["median_ms", "min_ms", "images_per_s", "gflops", "frac_of_limit", "peak_mem_mb"]
+
+
+def _positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_benchmark_writes_every_row(tmp_path, backend):
+    torch = pytest.importorskip("torch")
+    if backend == "cupy" and not torch.cuda.is_available():
+        pytest.skip("the cupy benchmark compares against PyTorch on CUDA, which this torch lacks")
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "TINYGRAD_HW_BACKEND"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--backend", backend,
+                           "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "threadpoolctl:" in proc.stdout or backend == "cupy"
+    result = json.loads(out.read_text())
+
+    names = [r["name"] for r in result["rows"]]
+    for expected in EXPECTED_ROWS:
+        assert any(n.startswith(expected) for n in names), f"no row {expected!r} in {names}"
+    seed_rows = [r for r in result["rows"] if r["name"] == "seed net"]
+    assert seed_rows and all(r["batch"] > 0 for r in seed_rows)
+
+    limit = result["matmul_limit"]
+    assert _positive(limit["gflops"]) and limit["gflops"] == max(limit["ours_gflops"], limit["torch_gflops"])
+    for row in result["rows"]:
+        assert _positive(row["ratio"]), row
+        for side in ("ours", "torch"):
+            rec = row[side]
+            assert set(SIDE_FIELDS) <= set(rec), (row["name"], side, rec)
+            assert _positive(rec["median_ms"]) and rec["min_ms"] <= rec["median_ms"]
+            assert rec["peak_mem_mb"] is not None and rec["peak_mem_mb"] >= 0
+            if row["macs_per_step"]:
+                assert _positive(rec["gflops"]) and _positive(rec["frac_of_limit"])
+            if row["images_per_step"]:
+                assert _positive(rec["images_per_s"])
+        if row["group"] == "overhead":
+            assert _positive(row["ours"]["us_per_op"]) and _positive(row["torch"]["us_per_op"])
+        if row["group"] == "net":
+            # same initial weights on both sides: the eval-mode loss before training agrees
+            assert abs(row["eval_loss_ours"] - row["eval_loss_torch"]) < 1e-4 * max(1.0, abs(row["eval_loss_torch"]))
+            assert row["macs_per_step"] > 0
+
+    env = result["environment"]
+    assert env["quick"] is True and env["backend"] == backend
+    assert env["threads"]["threads"] >= 1 and env["threads"]["torch_threads"] >= 1
+
+
+def test_cupy_backend_without_cupy_fails_cleanly():
+    """``--backend cupy`` on a machine without CuPy: a one-line error and exit status 2."""
+    import importlib.util
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--backend", "cupy", "--quick"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert "cupy" in proc.stderr.lower()
