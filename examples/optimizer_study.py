@@ -1,0 +1,620 @@
+"""Adam versus SGD on CIFAR-10, and two ways of switching from one to the other.
+
+    python examples/optimizer_study.py                       # the default study (~20 min, 2 CPU cores)
+    python examples/optimizer_study.py --seeds 3 --out runs/study3
+    python examples/optimizer_study.py --quick               # a small end-to-end check
+    python examples/optimizer_study.py --optimizers adam,sgd --epochs 5
+
+Every optimizer trains the same network from the same initial weights, on the same training
+images in the same order with the same dropout draws (per seed):
+
+* ``adam``: Adam, lr 1e-3 (betas 0.9/0.999, eps 1e-8);
+* ``sgd``: SGD with momentum 0.9;
+* ``nesterov``: the same with Nesterov momentum;
+* ``swats``: SWATS (Keskar & Socher 2017, arXiv:1712.07628) with the paper's absolute switching
+  test ``|lambda_k/(1-beta2^k) - gamma_k| < 1e-9``;
+* ``swats_rtol``: SWATS with a relative switching test instead,
+  ``|lambda_k/(1-beta2^k) - gamma_k| < rtol * |gamma_k|`` (``switch_rtol``, default 1e-2; not
+  in the paper, whose absolute test with tolerance 1e-9 rarely or never fires on a CNN, where
+  ``gamma_k`` is of order 1 and jumps by tens of percent from step to step);
+* ``plateau``: Adam until the validation loss has not improved for ``--patience`` epochs, then SGD
+  with momentum 0.9 (:class:`tinygrad_hw.optim.SwitchOnPlateau`); the SGD learning rate is
+  estimated during the Adam phase as SWATS does, or given with ``--plateau-lr``.
+
+The training set is split once (a fixed shuffle, the same for every seed): ``--val`` images are
+held out for validation, ``--limit`` of the rest are trained on. Validation loss and accuracy are
+measured after every epoch (the plateau rule reads the validation loss); the test set is used
+only at the end, for the last epoch's model and for the model of the epoch with the best
+validation accuracy (selected on validation, never on test). No augmentation, so that over-fitting
+shows within a short run.
+
+Writes ``study.json`` (settings, machine, every epoch of every run, switch points, final numbers,
+a per-optimizer summary) and PNG figures to ``--out``: ``train_loss.png``, ``val_loss.png``,
+``val_accuracy.png``, ``train_accuracy.png`` (one line per optimizer, switch points marked) and
+``test_accuracy.png`` (final test accuracy per optimizer; with ``--seeds`` > 1 the mean with the
+spread over seeds). Prints a summary table.
+
+The training and evaluation loops are those of ``examples/cifar_cnn.py`` (:func:`train_one_epoch`,
+:func:`evaluate`); the network is the assignment's (:func:`models.seed_net`) unless ``--model``
+says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy
+
+try:
+    import tinygrad_hw as hw
+except ImportError:  # run from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_hw as hw
+from tinygrad_hw import nn
+from tinygrad_hw.data import CIFAR10, DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cifar_cnn  # noqa: E402  (examples/cifar_cnn.py: the training and evaluation loops)
+import models  # noqa: E402
+
+ALL_OPTIMIZERS = ("adam", "sgd", "nesterov", "swats", "swats_rtol", "plateau")
+DEFAULT_OPTIMIZERS = ("adam", "sgd", "nesterov", "swats", "swats_rtol", "plateau")
+LABELS = {"adam": "Adam", "sgd": "SGD momentum", "nesterov": "SGD Nesterov", "swats": "SWATS",
+          "swats_rtol": "SWATS, relative test", "plateau": "Adam -> SGD on plateau"}
+COLORS = {"adam": "tab:red", "sgd": "tab:blue", "nesterov": "tab:cyan", "swats": "tab:green",
+          "swats_rtol": "tab:olive", "plateau": "tab:purple"}
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """Everything that defines the study (saved in study.json)."""
+
+    optimizers: tuple = DEFAULT_OPTIMIZERS
+    epochs: int = 16
+    limit: int = 10000           # training images (after the validation split)
+    val: int = 5000              # validation images held out of the training set
+    test_limit: int | None = None  # test images (None: all 10,000)
+    seeds: int = 2
+    seed: int = 0                # first seed; seeds are seed, seed + 1, ...
+    batch_size: int = 64
+    eval_batch_size: int = 500
+    model: str = "seed"
+    widths: tuple | None = None
+    adam_lr: float = 1e-3
+    sgd_lr: float = 0.05
+    momentum: float = 0.9
+    swats_lr: float = 1e-3
+    swats_tol: float = 1e-9
+    swats_rtol: float = 1e-2     # for the 'swats_rtol' variant only
+    patience: int = 2
+    plateau_lr: float | None = None  # None: estimated as in SWATS
+    target_loss: float = 1.0     # "epochs to reach this training loss"
+    backend: str = "numpy"
+    dtype: str = "float32"
+
+    def model_kwargs(self) -> dict:
+        if self.widths is None:
+            return {}
+        if self.model == "seed":
+            return {"channels": tuple(self.widths)}
+        if self.model == "fast":
+            return {"widths": tuple(self.widths)}
+        return {"width": int(self.widths[0])}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["optimizers"] = list(self.optimizers)
+        d["widths"] = None if self.widths is None else list(self.widths)
+        return d
+
+
+# ==================================================================================================
+# data
+# ==================================================================================================
+def split_data(train_images, train_labels, test_images, test_labels, cfg: StudyConfig):
+    """(train, val, test) as (images, labels) host arrays: one fixed shuffle (seed 0) of the
+    training set gives ``cfg.val`` validation images, then ``cfg.limit`` training images; the
+    test set is the first ``cfg.test_limit`` images of a fixed shuffle (all by default)."""
+    n = len(train_labels)
+    if cfg.val + cfg.limit > n:
+        raise SystemExit(f"--val {cfg.val} + --limit {cfg.limit} is more than the {n} training "
+                         "images")
+    order = numpy.random.default_rng(0).permutation(n)
+
+    def take(indices):
+        indices = numpy.sort(indices)  # sorted reads from the memory-mapped cache
+        return numpy.ascontiguousarray(train_images[indices]), numpy.asarray(train_labels)[indices]
+
+    val = take(order[:cfg.val])
+    train = take(order[cfg.val:cfg.val + cfg.limit])
+    test = cifar_cnn.subset(test_images, test_labels, cfg.test_limit)
+    return train, val, test
+
+
+def make_loader(cfg: StudyConfig, data, *, train: bool, seed: int = 0):
+    common = dict(backend=cfg.backend, mean=cifar_cnn.CIFAR_MEAN, std=cifar_cnn.CIFAR_STD,
+                  dtype=cfg.dtype, prefetch=2)
+    if train:
+        return DataLoader(data[0], data[1], batch_size=cfg.batch_size, shuffle=True,
+                          seed=cifar_cnn.loader_seed(seed), **common)
+    return DataLoader(data[0], data[1], batch_size=cfg.eval_batch_size, shuffle=False, seed=0,
+                      **common)
+
+
+# ==================================================================================================
+# models and optimizers
+# ==================================================================================================
+def build_model(cfg: StudyConfig):
+    return models.build(cfg.model, **cfg.model_kwargs()).to(cfg.backend, cfg.dtype)
+
+
+def initial_state(cfg: StudyConfig, seed: int) -> dict:
+    """The initial weights of ``seed`` as host arrays (every optimizer starts from these)."""
+    hw.manual_seed(seed)
+    return {k: v.numpy().copy() for k, v in build_model(cfg).state_dict().items()}
+
+
+def state_checksum(state: dict) -> float:
+    """A fingerprint of a state dict (to show that runs started from the same weights)."""
+    return float(sum(numpy.abs(numpy.asarray(v, dtype=numpy.float64)).sum() for v in state.values()))
+
+
+def make_optimizer(name: str, cfg: StudyConfig, params):
+    """The optimizer called ``name`` (see the module docstring) over ``params``."""
+    params = list(params)
+    if name == "adam":
+        return hw.optim.Adam(params, lr=cfg.adam_lr, betas=(0.9, 0.999), eps=1e-8)
+    if name == "sgd":
+        return hw.optim.SGD(params, lr=cfg.sgd_lr, momentum=cfg.momentum)
+    if name == "nesterov":
+        return hw.optim.SGD(params, lr=cfg.sgd_lr, momentum=cfg.momentum, nesterov=True)
+    if name == "swats":
+        return hw.optim.SWATS(params, lr=cfg.swats_lr, switch_tol=cfg.swats_tol)
+    if name == "swats_rtol":
+        return hw.optim.SWATS(params, lr=cfg.swats_lr, switch_tol=0.0, switch_rtol=cfg.swats_rtol)
+    if name == "plateau":
+        momentum = cfg.momentum
+
+        def then(groups, lr):
+            # ``lr`` is the rate of plain SGD (SWATS's Lambda); SGD with momentum mu in
+            # PyTorch's form takes (1 - mu) * Lambda, as SWATS's own SGD phase does.
+            rate = lr if cfg.plateau_lr is not None else (1 - momentum) * lr
+            return hw.optim.SGD(groups, lr=rate, momentum=momentum)
+
+        return hw.optim.SwitchOnPlateau(
+            params, first=lambda p: hw.optim.Adam(p, lr=cfg.adam_lr, betas=(0.9, 0.999), eps=1e-8),
+            then=then, patience=cfg.patience, sgd_lr=cfg.plateau_lr)
+    raise ValueError(f"unknown optimizer {name!r}: expected one of {ALL_OPTIMIZERS}")
+
+
+def current_rate(name: str, optimizer) -> tuple[str, float]:
+    """(phase, learning rate of the update rule in use). For an SGD phase the rate is that of
+    PyTorch's SGD with momentum (``p -= lr * buf``): for SWATS ``(1 - beta1) * Lambda``."""
+    if name in ("swats", "swats_rtol"):
+        group = optimizer.param_groups[0]
+        if group["phase"] == "sgd":
+            scale = group["lr"] / group["switch_base_lr"]
+            return "sgd", (1 - group["betas"][0]) * group["sgd_lr"] * scale
+        return "adam", group["lr"]
+    if name == "plateau":
+        return ("sgd" if optimizer.switched else "adam"), optimizer.param_groups[0]["lr"]
+    return ("adam" if name == "adam" else "sgd"), optimizer.param_groups[0]["lr"]
+
+
+def switch_record(name: str, optimizer, steps_per_epoch: int):
+    """Where a switching optimizer switched (None for the others)."""
+    if name in ("swats", "swats_rtol"):
+        info = optimizer.switch_info()[0]
+        if not info["switched"]:
+            group = optimizer.param_groups[0]
+            # the rate SWATS would switch to now (its bias-corrected average of gamma_k)
+            estimate = (group["sgd_lr_avg"] / (1 - group["betas"][1] ** group["step"])
+                        if group["step"] else None)
+            return {"switched": False, "step": None, "epoch": None, "position": None,
+                    "sgd_lr": None, "sgd_lr_torch": None, "estimated_lr": estimate}
+        beta1 = optimizer.param_groups[0]["betas"][0]
+        step = int(info["step"])
+        return {"switched": True, "step": step,
+                "epoch": (step - 1) // steps_per_epoch + 1,  # the epoch the switch happened in
+                "position": step / steps_per_epoch,        # in epochs, for the plots
+                "sgd_lr": float(info["lr"]), "sgd_lr_torch": (1 - beta1) * float(info["lr"])}
+    if name == "plateau":
+        if not optimizer.switched:
+            return {"switched": False, "step": None, "epoch": None, "position": None,
+                    "sgd_lr": None, "sgd_lr_torch": None, "estimated_lr": optimizer.estimated_lr()}
+        epoch = int(optimizer.switch_epoch)
+        return {"switched": True, "step": epoch * steps_per_epoch,
+                "epoch": epoch,             # the last Adam epoch; SGD from the next one on
+                "position": float(epoch),
+                "sgd_lr": float(optimizer.sgd_lr),
+                "sgd_lr_torch": float(optimizer.param_groups[0]["lr"])}
+    return None
+
+
+# ==================================================================================================
+# one run
+# ==================================================================================================
+def _quiet(*args):
+    pass
+
+
+def train_run(name: str, cfg: StudyConfig, seed: int, init: dict, train, val, test, *,
+              log=print) -> dict:
+    """Train optimizer ``name`` from the weights ``init`` for ``cfg.epochs`` epochs; evaluate on
+    validation each epoch, and on test (and on the training images, in eval mode) at the end."""
+    hw.set_default_dtype(cfg.dtype)
+    model = build_model(cfg)
+    model.load_state_dict(init)
+    hw.manual_seed(seed + 1)  # the dropout draws: the same stream for every optimizer
+    train_loader = make_loader(cfg, train, train=True, seed=seed)
+    val_loader = make_loader(cfg, val, train=False)
+    optimizer = make_optimizer(name, cfg, model.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+    steps_per_epoch = len(train_loader)
+    history, best, best_state = [], None, None
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        phase_before, _ = current_rate(name, optimizer)
+        stats = cifar_cnn.train_one_epoch(model, train_loader, optimizer, None, loss_fn,
+                                          epoch=epoch, progress=False, log=_quiet)
+        phase, rate = current_rate(name, optimizer)
+        bad = cifar_cnn._nonfinite_parameters(model)
+        if bad:
+            raise cifar_cnn.NonFiniteLossError(f"{name}, seed {seed}, epoch {epoch}: parameters "
+                                               f"not finite: {', '.join(bad)}")
+        v = cifar_cnn.evaluate(model, val_loader)
+        switched_now = False
+        if name == "plateau":
+            switched_now = optimizer.epoch_end(v["loss"])
+        record = {"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
+                  "val_loss": v["loss"], "val_accuracy": v["accuracy"],
+                  "phase": phase, "lr": rate, "train_seconds": stats["seconds"],
+                  "eval_seconds": v["seconds"]}
+        if phase != phase_before:
+            record["switched_during_epoch"] = True
+        if switched_now:
+            record["switch_after_epoch"] = True
+            record["next_lr"] = current_rate(name, optimizer)[1]
+        history.append(record)
+        if best is None or v["accuracy"] > best["val_accuracy"]:
+            best = record
+            best_state = {k: t.numpy().copy() for k, t in model.state_dict().items()}
+        note = ""
+        if switched_now:
+            note = f"  -> switched to SGD, lr {record['next_lr']:.4g}"
+        elif record.get("switched_during_epoch"):
+            note = f"  -> switched to SGD during this epoch, lr {rate:.4g}"
+        log(f"  [{name} seed {seed}] epoch {epoch:2d}/{cfg.epochs}: train loss "
+            f"{stats['loss']:.4f} acc {100 * stats['accuracy']:5.2f}% | val loss {v['loss']:.4f} "
+            f"acc {100 * v['accuracy']:5.2f}% | {phase} lr {rate:.4g} | "
+            f"{stats['seconds']:.1f}+{v['seconds']:.1f} s{note}")
+    train_seconds = time.perf_counter() - start
+
+    # the end: the test set, once for the last model and once for the best-on-validation model
+    test_loader = make_loader(cfg, test, train=False)
+    final_test = cifar_cnn.evaluate(model, test_loader)
+    final_train = cifar_cnn.evaluate(model, make_loader(cfg, train, train=False))
+    best_model = build_model(cfg)
+    best_model.load_state_dict(best_state)
+    best_test = cifar_cnn.evaluate(best_model, test_loader)
+    reached = next((r["epoch"] for r in history if r["train_loss"] <= cfg.target_loss), None)
+    return {
+        "optimizer": name, "label": LABELS[name], "seed": seed,
+        "init_checksum": state_checksum(init), "steps_per_epoch": steps_per_epoch,
+        "history": history,
+        "switch": switch_record(name, optimizer, steps_per_epoch),
+        "best_val_accuracy": best["val_accuracy"], "best_val_epoch": best["epoch"],
+        "best_val_loss": min(r["val_loss"] for r in history),
+        "test_accuracy": final_test["accuracy"], "test_loss": final_test["loss"],
+        "test_accuracy_best_val": best_test["accuracy"],
+        "train_accuracy_eval": final_train["accuracy"], "train_loss_eval": final_train["loss"],
+        "generalization_gap": final_train["accuracy"] - final_test["accuracy"],
+        "epochs_to_target_loss": reached,
+        "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
+    }
+
+
+# ==================================================================================================
+# summary
+# ==================================================================================================
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    arr = numpy.asarray(values, dtype=numpy.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def summarize(runs: list, cfg: StudyConfig) -> list:
+    """Per optimizer: mean and spread over seeds of the final numbers."""
+    rows = []
+    for name in cfg.optimizers:
+        mine = [r for r in runs if r["optimizer"] == name]
+        if not mine:
+            continue
+        row = {"optimizer": name, "label": LABELS[name], "runs": len(mine)}
+        for key in ("best_val_accuracy", "test_accuracy", "test_accuracy_best_val",
+                    "train_accuracy_eval", "generalization_gap"):
+            row[key], row[key + "_std"] = _mean_std([r[key] for r in mine])
+        reached = [r["epochs_to_target_loss"] for r in mine]
+        row["epochs_to_target_loss"] = reached
+        row["final_train_loss"] = _mean_std([r["history"][-1]["train_loss"] for r in mine])[0]
+        row["final_val_loss"] = _mean_std([r["history"][-1]["val_loss"] for r in mine])[0]
+        row["best_val_loss"] = _mean_std([r["best_val_loss"] for r in mine])[0]
+        switches = [r["switch"] for r in mine if r["switch"] is not None]
+        if switches:
+            row["switched"] = [s["switched"] for s in switches]
+            row["switch_epochs"] = [s["epoch"] for s in switches]
+            row["switch_steps"] = [s["step"] for s in switches]
+            row["switch_sgd_lr_torch"] = [s["sgd_lr_torch"] for s in switches]
+        rows.append(row)
+    return rows
+
+
+def _pct(mean, std, runs):
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if runs > 1 else "")
+
+
+def _switch_text(row):
+    if "switched" not in row:
+        return "-"
+    parts = []
+    for ok, epoch, step, lr in zip(row["switched"], row["switch_epochs"], row["switch_steps"],
+                                   row["switch_sgd_lr_torch"]):
+        parts.append(f"ep {epoch} (step {step}), lr {lr:.3g}" if ok else "never")
+    return "; ".join(parts)
+
+
+def table(rows: list, cfg: StudyConfig, markdown: bool = False) -> str:
+    """The summary as a text table (or a Markdown table)."""
+    head = ["optimizer", "best val acc %", "test acc % (last epoch)", "test acc % (best-val epoch)",
+            f"epochs to train loss <= {cfg.target_loss:g}", "train acc % (eval)",
+            "gap train-test (pts)", "switch (epoch, step, SGD lr)"]
+    body = []
+    for r in rows:
+        n = r["runs"]
+        reached = ", ".join("-" if e is None else str(e) for e in r["epochs_to_target_loss"])
+        gap = r["generalization_gap"]
+        body.append([r["label"], _pct(r["best_val_accuracy"], r["best_val_accuracy_std"], n),
+                     _pct(r["test_accuracy"], r["test_accuracy_std"], n),
+                     _pct(r["test_accuracy_best_val"], r["test_accuracy_best_val_std"], n),
+                     reached, _pct(r["train_accuracy_eval"], r["train_accuracy_eval_std"], n),
+                     "-" if gap is None else f"{100 * gap:.2f}", _switch_text(r)])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
+
+
+# ==================================================================================================
+# figures
+# ==================================================================================================
+def _curves(runs, name, key):
+    """(epochs, mean, min, max) of ``key`` over the seeds of optimizer ``name``."""
+    mine = [r for r in runs if r["optimizer"] == name]
+    values = numpy.asarray([[e[key] for e in r["history"]] for r in mine], dtype=numpy.float64)
+    epochs = [e["epoch"] for e in mine[0]["history"]]
+    return epochs, values.mean(0), values.min(0), values.max(0)
+
+
+def write_figures(study: dict, out) -> list:
+    """The PNG figures of ``study`` in ``out`` (an empty list without matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no figures (pip install matplotlib)")
+        return []
+    out = Path(out)
+    runs, cfg = study["runs"], study["config"]
+    names = [n for n in cfg["optimizers"] if any(r["optimizer"] == n for r in runs)]
+    seeds = cfg["seeds"]
+    subtitle = (f"{cfg['limit']} training / {cfg['val']} validation images, "
+                f"{cfg['model']} net, batch {cfg['batch_size']}"
+                + (f", mean of {seeds} seeds (band: min-max)" if seeds > 1 else ""))
+    written = []
+    panels = [("train_loss", "training loss (epoch mean, dropout on)", "train_loss.png", 1.0),
+              ("val_loss", "validation loss", "val_loss.png", 1.0),
+              ("val_accuracy", "validation accuracy (%)", "val_accuracy.png", 100.0),
+              ("train_accuracy", "training accuracy (%) (epoch mean, dropout on)",
+               "train_accuracy.png", 100.0)]
+    for key, ylabel, filename, scale in panels:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for name in names:
+            epochs, mean, low, high = _curves(runs, name, key)
+            color = COLORS[name]
+            ax.plot(epochs, scale * mean, "-o", ms=3, color=color, label=LABELS[name])
+            if seeds > 1:
+                ax.fill_between(epochs, scale * low, scale * high, color=color, alpha=0.15)
+            for r in runs:
+                s = r["switch"]
+                if r["optimizer"] != name or not s or not s["switched"]:
+                    continue
+                # the value at the switch, interpolated between epoch points
+                y = numpy.interp(s["position"], epochs, scale * mean)
+                ax.axvline(s["position"], color=color, ls=":", lw=1)
+                ax.plot([s["position"]], [y], marker="X", ms=10, color=color,
+                        markeredgecolor="black", ls="none")
+        ax.plot([], [], marker="X", ms=8, color="gray", markeredgecolor="black", ls="none",
+                label="switch to SGD")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"CIFAR-10: {ylabel.split(' (')[0]}\n{subtitle}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / filename, dpi=110)
+        plt.close(fig)
+        written.append(out / filename)
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    xs = numpy.arange(len(names))
+    for i, name in enumerate(names):
+        mine = [r for r in runs if r["optimizer"] == name]
+        last = numpy.asarray([100 * r["test_accuracy"] for r in mine])
+        best = numpy.asarray([100 * r["test_accuracy_best_val"] for r in mine])
+        for offset, values, hatch, alpha in ((-0.2, last, None, 0.9), (0.2, best, "//", 0.5)):
+            err = values.std(ddof=1) if len(values) > 1 else None
+            ax.bar(i + offset, values.mean(), width=0.38, color=COLORS[name], alpha=alpha,
+                   hatch=hatch, yerr=err, capsize=4, edgecolor="black", lw=0.5)
+            if len(values) > 1:
+                ax.plot([i + offset] * len(values), values, "k.", ms=4)
+            ax.text(i + offset, values.mean() + 0.5, f"{values.mean():.1f}", ha="center",
+                    va="bottom", fontsize=7)
+    from matplotlib.patches import Patch
+    handles = [Patch(facecolor="lightgray", edgecolor="black", label="last epoch's model"),
+               Patch(facecolor="white", hatch="//", edgecolor="black",
+                     label="model of the best validation epoch")]
+    ax.set_xticks(xs, [LABELS[n] for n in names], rotation=15, fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    lo = min(100 * min(r["test_accuracy"], r["test_accuracy_best_val"]) for r in runs)
+    ax.set_ylim(max(0.0, lo - 10), None)
+    spread = f", error bars: std over {seeds} seeds, dots: seeds" if seeds > 1 else ""
+    ax.set_title(f"CIFAR-10 test accuracy ({study['test_images']} images){spread}", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "test_accuracy.png", dpi=110)
+    plt.close(fig)
+    written.append(out / "test_accuracy.png")
+    return written
+
+
+# ==================================================================================================
+# command line
+# ==================================================================================================
+QUICK = dict(limit=2000, val=500, test_limit=1000, epochs=3, seeds=1)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = StudyConfig()
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--epochs", type=int, help=f"epochs per run (default {d.epochs}; --quick "
+                   f"{QUICK['epochs']})")
+    p.add_argument("--limit", type=int, help=f"training images (default {d.limit}; --quick "
+                   f"{QUICK['limit']})")
+    p.add_argument("--val", type=int, help=f"validation images held out of the training set "
+                   f"(default {d.val}; --quick {QUICK['val']})")
+    p.add_argument("--test-limit", type=int, help="test images (default all 10,000; --quick "
+                   f"{QUICK['test_limit']})")
+    p.add_argument("--seeds", type=int, help="initialisations (and data orders) per optimizer "
+                   f"(default {d.seeds}; --quick {QUICK['seeds']})")
+    p.add_argument("--seed", type=int, default=0, help="the first seed")
+    p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
+                   help=f"comma separated, from {','.join(ALL_OPTIMIZERS)}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--model", choices=sorted(models.MODELS), default=d.model)
+    p.add_argument("--widths", type=lambda s: tuple(int(w) for w in s.split(",")),
+                   help="channels (see examples/cifar_cnn.py --widths)")
+    p.add_argument("--adam-lr", type=float, default=d.adam_lr)
+    p.add_argument("--sgd-lr", type=float, default=d.sgd_lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--swats-lr", type=float, default=d.swats_lr)
+    p.add_argument("--swats-tol", type=float, default=d.swats_tol,
+                   help="SWATS's absolute switching tolerance (the paper's 1e-9)")
+    p.add_argument("--swats-rtol", type=float, default=d.swats_rtol,
+                   help="relative switching tolerance of the 'swats_rtol' variant")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="plateau: epochs without a better validation loss before switching")
+    p.add_argument("--plateau-lr", type=float, help="plateau: the SGD learning rate after the "
+                   "switch (default: estimated during the Adam phase as in SWATS)")
+    p.add_argument("--target-loss", type=float, default=d.target_loss)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--data", help="where CIFAR-10 is (default: searched, see tinygrad_hw.data)")
+    p.add_argument("--out", default="runs/optimizer_study")
+    p.add_argument("--quick", action="store_true", help="a small end-to-end check: "
+                   + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + " unless given")
+    p.add_argument("--no-plots", action="store_true")
+    return p.parse_args(argv)
+
+
+def config_from_args(args) -> StudyConfig:
+    names = tuple(n.strip() for n in args.optimizers.split(",") if n.strip())
+    unknown = [n for n in names if n not in ALL_OPTIMIZERS]
+    if unknown or not names:
+        raise SystemExit(f"unknown optimizer(s) {unknown}: choose from {','.join(ALL_OPTIMIZERS)}")
+    defaults = StudyConfig()
+    sizes = {}
+    for key in ("epochs", "limit", "val", "test_limit", "seeds"):
+        given = getattr(args, key)
+        sizes[key] = given if given is not None else (QUICK[key] if args.quick
+                                                     else getattr(defaults, key))
+    if sizes["seeds"] < 1:
+        raise SystemExit("--seeds must be >= 1")
+    return StudyConfig(optimizers=names, seed=args.seed,
+                       batch_size=args.batch_size, model=args.model, widths=args.widths,
+                       adam_lr=args.adam_lr, sgd_lr=args.sgd_lr, momentum=args.momentum,
+                       swats_lr=args.swats_lr, swats_tol=args.swats_tol,
+                       swats_rtol=args.swats_rtol, patience=args.patience,
+                       plateau_lr=args.plateau_lr, target_loss=args.target_loss,
+                       backend=args.backend, dtype=args.dtype, **sizes)
+
+
+def run_study(cfg: StudyConfig, train, val, test, *, log=print) -> dict:
+    """Every optimizer of ``cfg`` for every seed; returns the study dict (without writing)."""
+    runs = []
+    wall = time.perf_counter()
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        init = initial_state(cfg, seed)
+        log(f"seed {seed}: initial weights checksum {state_checksum(init):.6f}")
+        for name in cfg.optimizers:
+            log(f"{LABELS[name]} (seed {seed})")
+            r = train_run(name, cfg, seed, copy.deepcopy(init), train, val, test, log=log)
+            log(f"  -> best val acc {100 * r['best_val_accuracy']:.2f}% (epoch "
+                f"{r['best_val_epoch']}), test acc {100 * r['test_accuracy']:.2f}% (best-val "
+                f"model {100 * r['test_accuracy_best_val']:.2f}%), {r['seconds']:.0f} s")
+            runs.append(r)
+    return {"config": cfg.to_dict(), "runs": runs, "summary": summarize(runs, cfg),
+            "train_images": int(len(train[1])), "val_images": int(len(val[1])),
+            "test_images": int(len(test[1])), "wall_seconds": time.perf_counter() - wall}
+
+
+def main(argv=None, log=print) -> dict:
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    if cfg.backend != "numpy":
+        hw.set_backend(cfg.backend)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    train_set = CIFAR10(root=args.data, train=True)
+    test_set = CIFAR10(root=args.data, train=False)
+    train, val, test = split_data(train_set.images, train_set.labels, test_set.images,
+                                  test_set.labels, cfg)
+    log(f"{len(train[1])} training, {len(val[1])} validation (held out of the training set), "
+        f"{len(test[1])} test images; {cfg.model} net "
+        f"({models.count_parameters(build_model(cfg)):,} parameters); optimizers "
+        f"{', '.join(cfg.optimizers)}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
+        f"{cfg.seeds} seed(s); backend {cfg.backend}")
+    study = run_study(cfg, train, val, test, log=log)
+    study["command"] = " ".join(["python", "examples/optimizer_study.py"] + list(
+        sys.argv[1:] if argv is None else argv))
+    study["machine"] = cifar_cnn.machine()
+    study["total_wall_seconds"] = time.perf_counter() - start
+    (out / "study.json").write_text(json.dumps(study, indent=1))
+    log("")
+    log(table(study["summary"], cfg))
+    log(f"\nwrote {out / 'study.json'}; wall time {study['total_wall_seconds']:.0f} s")
+    if not args.no_plots:
+        written = write_figures(study, out)
+        if written:
+            log("figures: " + ", ".join(str(p) for p in written))
+    return study
+
+
+if __name__ == "__main__":
+    main()
