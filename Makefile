@@ -23,7 +23,7 @@ $(VENV)/.test: $(BIN)/python setup.cfg
 	touch $@
 
 demo: $(VENV)/.demo
-	$(BIN)/python examples/manual_backprop.py
+	$(BIN)/python examples/cifar_cnn.py
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
