@@ -119,7 +119,7 @@ def fast_net(lib=None, widths=(32, 64, 128), stem: int | None = None, logit_scal
 def vgg_net(lib=None, width: int = 64, logit_scale: float = 0.125, num_classes: int = 10):
     """ResNet-9-style network for a GPU: conv(w) -> conv(2w)+pool -> residual(2w) ->
     conv(4w)+pool -> conv(8w)+pool -> residual(8w) -> global max-pool -> linear (w=64: about
-    6.5 M parameters)."""
+    6.6 M parameters)."""
     nn = _default_lib(lib)
     Residual, Scale = _helpers(nn)
     w = width

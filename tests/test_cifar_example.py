@@ -171,6 +171,7 @@ def test_running_loss_is_logged_like_the_assignment(small_cifar):
     assert 0 < stats["accuracy"] <= 1
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(small_cifar, tmp_path):
     """A NaN in the data in epoch 2 stops the run with the step and the op; the epoch-1
     checkpoint is untouched."""
@@ -192,6 +193,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(small_cifar, tm
     assert hw.load(ckpt)["epoch"] == 1
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_nonfinite_parameters_are_named(small_cifar):
     train, test = small_cifar
     cfg = small_config("fast", epochs=1)
