@@ -704,6 +704,13 @@ def _add_bias(op, y, bias, channels):
     return y + bias.reshape(1, channels, 1, 1)
 
 
+def _conv_geometry(op, groups, stride, dilation):
+    """Validates ``groups``; ``stride`` and ``dilation`` as pairs of positive ints."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    return _pair(stride, op, "stride", 1), _pair(dilation, op, "dilation", 1)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation like ``torch.nn.functional.conv2d``.
 
@@ -714,10 +721,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     _check_image_input(op, input)
     _check_weight(op, weight, input)
     x, unbatched = _batched(input)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    stride = _pair(stride, op, "stride", 1)
-    dilation = _pair(dilation, op, "dilation", 1)
+    stride, dilation = _conv_geometry(op, groups, stride, dilation)
     o, cg, kh, kw = weight.shape
     if o % groups:
         raise ValueError(f"{op}: weight has {o} output channels, not divisible by groups={groups}")
@@ -756,10 +760,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     _check_image_input(op, input)
     _check_weight(op, weight, input)
     x, unbatched = _batched(input)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    stride = _pair(stride, op, "stride", 1)
-    dilation = _pair(dilation, op, "dilation", 1)
+    stride, dilation = _conv_geometry(op, groups, stride, dilation)
     ph, pw = _pair(padding, op, "padding", 0)
     oph, opw = _pair(output_padding, op, "output_padding", 0)
     c_in, cg_out, kh, kw = weight.shape
