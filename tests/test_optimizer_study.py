@@ -1,5 +1,6 @@
-"""examples/optimizer_study.py: the script end to end on a few hundred real CIFAR-10 images (study.json
-fields, figures, the same initial weights for every optimizer), and its switch bookkeeping."""
+"""examples/optimizer_study.py: the script end to end on a few hundred real CIFAR-10 images
+(study.json fields, figures, the same initial weights for every optimizer), and its switch
+bookkeeping."""
 import json
 import os
 import subprocess
@@ -51,6 +52,7 @@ def test_quick_run_end_to_end(tmp_path):
     result = json.loads((out / "study.json").read_text())
     assert (result["train_images"], result["val_images"], result["test_images"]) == (320, 128, 200)
     assert result["config"]["epochs"] == 2 and result["machine"]["cpus"]
+    assert result["config"]["seeds"] == 1  # --quick: one seed unless --seeds is given
     runs = {r["optimizer"]: r for r in result["runs"]}
     assert sorted(runs) == sorted(study.ALL_OPTIMIZERS)
     assert len({r["init_checksum"] for r in runs.values()}) == 1  # the same initial weights
@@ -94,6 +96,11 @@ def test_seeds_spread_and_table(tmp_path):
     assert row["runs"] == 2 and row["test_accuracy_std"] is not None
     assert any("±" in line for line in lines)
     assert json.loads((out / "study.json").read_text())["config"]["seeds"] == 2
+    _check_figures(out)
+    # --replot redraws the figures from study.json without training
+    for name in FIGURES:
+        (out / name).unlink()
+    study.main(["--replot", "--out", str(out)], log=lines.append)
     _check_figures(out)
 
 
