@@ -222,7 +222,9 @@ def switch_record(name: str, optimizer, steps_per_epoch: int):
             estimate = (group["sgd_lr_avg"] / (1 - group["betas"][1] ** group["step"])
                         if group["step"] else None)
             return {"switched": False, "step": None, "epoch": None, "position": None,
-                    "sgd_lr": None, "sgd_lr_torch": None, "estimated_lr": estimate}
+                    "sgd_lr": None, "sgd_lr_torch": None, "estimated_lr": estimate,
+                    "estimated_lr_torch": None if estimate is None
+                    else (1 - group["betas"][0]) * estimate}
         beta1 = optimizer.param_groups[0]["betas"][0]
         step = int(info["step"])
         return {"switched": True, "step": step,
@@ -358,6 +360,7 @@ def summarize(runs: list, cfg: StudyConfig) -> list:
             row["switch_epochs"] = [s["epoch"] for s in switches]
             row["switch_steps"] = [s["step"] for s in switches]
             row["switch_sgd_lr_torch"] = [s["sgd_lr_torch"] for s in switches]
+            row["unswitched_estimate_torch"] = [s.get("estimated_lr_torch") for s in switches]
         rows.append(row)
     return rows
 
@@ -372,9 +375,14 @@ def _switch_text(row):
     if "switched" not in row:
         return "-"
     parts = []
-    for ok, epoch, step, lr in zip(row["switched"], row["switch_epochs"], row["switch_steps"],
-                                   row["switch_sgd_lr_torch"]):
-        parts.append(f"ep {epoch} (step {step}), lr {lr:.3g}" if ok else "never")
+    estimates = row.get("unswitched_estimate_torch") or [None] * len(row["switched"])
+    for ok, epoch, step, lr, estimate in zip(row["switched"], row["switch_epochs"],
+                                             row["switch_steps"], row["switch_sgd_lr_torch"],
+                                             estimates):
+        if ok:
+            parts.append(f"ep {epoch} (step {step}), lr {lr:.3g}")
+        else:
+            parts.append("never" if estimate is None else f"never (estimate {estimate:.3g})")
     return "; ".join(parts)
 
 
@@ -387,12 +395,12 @@ def table(rows: list, cfg: StudyConfig, markdown: bool = False) -> str:
     for r in rows:
         n = r["runs"]
         reached = ", ".join("-" if e is None else str(e) for e in r["epochs_to_target_loss"])
-        gap = r["generalization_gap"]
         body.append([r["label"], _pct(r["best_val_accuracy"], r["best_val_accuracy_std"], n),
                      _pct(r["test_accuracy"], r["test_accuracy_std"], n),
                      _pct(r["test_accuracy_best_val"], r["test_accuracy_best_val_std"], n),
                      reached, _pct(r["train_accuracy_eval"], r["train_accuracy_eval_std"], n),
-                     "-" if gap is None else f"{100 * gap:.2f}", _switch_text(r)])
+                     _pct(r["generalization_gap"], r["generalization_gap_std"], n),
+                     _switch_text(r)])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
