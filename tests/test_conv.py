@@ -443,3 +443,17 @@ def test_chunk_worker_errors_propagate(monkeypatch):
     with pytest.raises(RuntimeError, match="chunk 3 failed"):
         cv._map_chunks(get_backend("numpy"), chunk, [(i, i + 1) for i in range(6)])
     assert cv._map_chunks(get_backend("numpy"), lambda s: s[0], [(i, i + 1) for i in range(6)]) == list(range(6))
+
+
+@pytest.mark.parametrize("kernel,shape,ceil_mode", [(2, (2, 3, 8, 8), False), (2, (1, 2, 7, 9), False),
+                                                    (3, (2, 2, 9, 7), True), ((2, 3), (1, 2, 6, 9), False)])
+def test_max_pool2d_tiling_windows(backend, kernel, shape, ceil_mode):
+    """Windows that tile (a crop of) the input take the strided-view path: ties (a coarse grid of
+    values), a NaN, gradients and second order all as in PyTorch."""
+    x = np.random.default_rng(7).integers(-2, 3, shape).astype(np.float64)
+    args = dict(kernel_size=kernel, ceil_mode=ceil_mode)
+    compare_with_torch(lambda t: hwF.max_pool2d(t, **args), lambda t: F.max_pool2d(t, **args), [x], backend=backend)
+    _second_order(backend, lambda t: hwF.max_pool2d(t, **args) ** 2, lambda t: F.max_pool2d(t, **args) ** 2, [x], 3)
+    x[0, 0, 1, 1] = np.nan
+    y = hwF.max_pool2d(hw.Tensor(x, backend=backend), **args).numpy()
+    np.testing.assert_array_equal(y, F.max_pool2d(torch.from_numpy(x), **args).numpy())

@@ -307,8 +307,9 @@ def _winograd_applies(be, c, o, kernel_hw, stride, dilation, groups, dtype, out_
 
 
 def conv2d_forward(be, x, w, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
-                   out_hw=None):
-    """Cross-correlation of images ``x`` (N, C, H, W) with ``w`` (O, C/groups, kh, kw).
+                   out_hw=None, bias=None):
+    """Cross-correlation of images ``x`` (N, C, H, W) with ``w`` (O, C/groups, kh, kw), plus
+    ``bias`` (O,) when given (added chunk by chunk while the output is still in the cache).
 
     ``padding`` is (top, bottom, left, right) of zeros; ``out_hw`` restricts the output to its
     first rows/columns (used by the higher-order gradients of a transposed convolution)."""
@@ -324,7 +325,7 @@ def conv2d_forward(be, x, w, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1
     if n == 0:
         return y
     if _winograd_applies(be, c, o, (kh, kw), stride, dilation, groups, x.dtype, out_hw):
-        _winograd_conv(be, x, w, padding, y)
+        _winograd_conv(be, x, w, padding, y, bias)
         return y
     og, k, positions = o // groups, cg * kh * kw, oh * ow
     w_mat = w.reshape(groups, og, k)
@@ -333,6 +334,8 @@ def conv2d_forward(be, x, w, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1
         n0, n1 = span
         cols = _im2col(be, x[n0:n1], (kh, kw), stride, padding, dilation, groups, out_hw)
         prod = _grouped_matmul(be, w_mat, cols, "gemm")  # (g, O/g, n*OH*OW)
+        if bias is not None:
+            prod += bias.reshape(groups, og, 1)
         xp.copyto(y[n0:n1].reshape(n1 - n0, groups, og, positions),
                   prod.reshape(groups, og, n1 - n0, positions).transpose(2, 0, 1, 3))
 
@@ -508,8 +511,8 @@ def _winograd_output(be, m, y, tiles_hw):
             xp.copyto(y[:, :, a::2, e::2], z[a, e, :, :, :rows, :cols].transpose(1, 0, 2, 3))
 
 
-def _winograd_conv(be, x, w, padding, y):
-    """y = conv2d(x, w) for a 3x3 kernel, stride 1, no dilation, one group, by Winograd."""
+def _winograd_conv(be, x, w, padding, y, bias=None):
+    """y = conv2d(x, w) (+ bias) for a 3x3 kernel, stride 1, no dilation, one group, by Winograd."""
     xp = be.xp
     n, c = x.shape[:2]
     o, oh, ow = y.shape[1:]
@@ -522,6 +525,8 @@ def _winograd_conv(be, x, w, padding, y):
         m = _workspace(be, "gemm", (16, o, v.shape[2]), x.dtype)
         xp.matmul(u, v, out=m)
         _winograd_output(be, m, y[n0:n1], tiles)
+        if bias is not None:
+            y[n0:n1] += bias.reshape(o, 1, 1)
 
     _map_chunks(be, chunk, _chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
 
@@ -612,6 +617,13 @@ def _pool_windows(be, x, kernel, stride, pads, dilation, out_hw, fill):
     return out
 
 
+def _pool_tiles(kernel, stride, padding, dilation, input_shape, out_hw):
+    """Whether the pooling windows tile (a crop of) the input: stride = kernel, no padding, no
+    dilation, and every window inside the input."""
+    return (tuple(kernel) == tuple(stride) and not any(padding) and tuple(dilation) == (1, 1)
+            and out_hw[0] * kernel[0] <= input_shape[2] and out_hw[1] * kernel[1] <= input_shape[3])
+
+
 def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
     """Max pooling of ``x`` (N, C, H, W). Returns ``(y, argmax)`` where ``argmax`` (int8/int16/int32,
     shape of ``y``) is the kernel position kh_index * kw + kw_index of each window's maximum.
@@ -625,10 +637,17 @@ def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), c
     out_hw = (pool_output_size(h, kh, stride[0], padding[0], dilation[0], ceil_mode),
               pool_output_size(w, kw, stride[1], padding[1], dilation[1], ceil_mode))
     oh, ow = out_hw
-    pads = (padding[0], padding[0], padding[1], padding[1])
-    windows = _pool_windows(be, x, kernel, stride, pads, dilation, out_hw, -math.inf)
-    y = windows.max(axis=0)
     positions = kh * kw
+    if _pool_tiles(kernel, stride, padding, dilation, x.shape, out_hw):
+        # windows that tile the input are strided views of it: no window copy, no padding
+        windows = [x[:, :, i:oh * kh:kh, j:ow * kw:kw] for i in range(kh) for j in range(kw)]
+        y = windows[0].copy()
+        for cell in windows[1:]:
+            xp.maximum(y, cell, out=y)
+    else:
+        pads = (padding[0], padding[0], padding[1], padding[1])
+        windows = _pool_windows(be, x, kernel, stride, pads, dilation, out_hw, -math.inf)
+        y = windows.max(axis=0)
     idx_dtype = xp.int8 if positions <= 127 else (xp.int16 if positions <= 32767 else xp.int32)
     is_nan = y != y
     has_nan = bool(is_nan.any()) if be.name == "numpy" else True  # skip the NaN pass when possible
@@ -690,6 +709,25 @@ def max_pool2d_gather(be, gx, flat_index):
     return gx.reshape(-1)[flat_index.reshape(-1)].reshape(flat_index.shape)
 
 
+class _MaxPoolRoute:
+    """Where the windows' maxima of one max-pooling sit (flat int64 indices into the input), for
+    the scatter of the backward pass and the gather of its adjoint. (A scatter through kh*kw
+    masked writes into strided views of the input measured slower on NumPy, even when the
+    windows tile the input.)"""
+
+    def __init__(self, be, argmax, input_shape, kernel, stride, padding, dilation):
+        self.be, self.input_shape = be, input_shape
+        self.flat_index = max_pool2d_flat_indices(be, argmax, input_shape, kernel, stride, padding, dilation)
+        # windows overlap when the stride is shorter than the dilated kernel
+        self.overlapping = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
+
+    def scatter(self, gy):
+        return max_pool2d_scatter(self.be, gy, self.flat_index, self.input_shape, self.overlapping)
+
+    def gather(self, gx):
+        return max_pool2d_gather(self.be, gx, self.flat_index)
+
+
 def _avg_pool_divisor(be, in_len, out_len, kernel, stride, pad, count_include_pad, dtype):
     """Divisor of every output along one axis (PyTorch's rule: a window is clipped to the padded
     input, and with count_include_pad=False further to the input)."""
@@ -749,18 +787,23 @@ def avg_pool2d_backward(be, gy, input_shape, kernel, stride, padding=(0, 0), cei
 # differentiable ops
 # ==================================================================================================
 class Conv2d(Function):
-    """y = conv(x, w). Params: stride, padding (4-tuple), dilation, groups, out_hw (or None)."""
+    """y = conv(x, w) (+ b, one value per output channel, when a third input is given). Params:
+    stride, padding (4-tuple), dilation, groups, out_hw (or None). The bias lives in this node
+    rather than in a separate broadcast add: one pass over the output fewer each way."""
 
-    def forward(self, x, w):
+    def forward(self, x, w, b=None):
         return conv2d_forward(self.backend, x, w, self.stride, self.padding, self.dilation,
-                              self.groups, self.out_hw)
+                              self.groups, self.out_hw, b)
 
     def backward(self, g):
-        x, w = self.inputs
+        x, w = self.inputs[:2]
         geom = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
         gx = Conv2dInputGrad.apply(g, w, input_hw=x.shape[2:], **geom) if self.needs_input_grad[0] else None
         gw = Conv2dWeightGrad.apply(x, g, kernel_hw=w.shape[2:], **geom) if self.needs_input_grad[1] else None
-        return gx, gw
+        if len(self.inputs) == 2:
+            return gx, gw
+        gb = g.sum((0, 2, 3)) if self.needs_input_grad[2] else None
+        return gx, gw, gb
 
 
 class Conv2dInputGrad(Function):
@@ -812,34 +855,29 @@ class MaxPool2d(Function):
         return y
 
     def backward(self, g):
-        flat = max_pool2d_flat_indices(self.backend, self.argmax, self.input_shape, self.kernel,
-                                       self.stride, (self.padding[0], self.padding[1]), self.dilation)
-        # windows overlap when the stride is shorter than the dilated kernel
-        overlapping = any(s < d * (k - 1) + 1 for s, d, k in zip(self.stride, self.dilation, self.kernel))
-        return (MaxPool2dBackward.apply(g, flat_index=flat, input_shape=self.input_shape,
-                                        overlapping=overlapping),)
+        route = _MaxPoolRoute(self.backend, self.argmax, self.input_shape, self.kernel, self.stride,
+                              self.padding, self.dilation)
+        return (MaxPool2dBackward.apply(g, route=route),)
 
 
 class MaxPool2dBackward(Function):
     """Scatter of output gradients to the windows' maxima; its adjoint is MaxPool2dGather."""
 
     def forward(self, g):
-        return max_pool2d_scatter(self.backend, g, self.flat_index, self.input_shape, self.overlapping)
+        return self.route.scatter(g)
 
     def backward(self, gg):
-        return (MaxPool2dGather.apply(gg, flat_index=self.flat_index, overlapping=self.overlapping),)
+        return (MaxPool2dGather.apply(gg, route=self.route),)
 
 
 class MaxPool2dGather(Function):
     """Reads an input-shaped tensor at the windows' maxima; its adjoint is MaxPool2dBackward."""
 
     def forward(self, x):
-        self.input_shape = x.shape
-        return max_pool2d_gather(self.backend, x, self.flat_index)
+        return self.route.gather(x)
 
     def backward(self, g):
-        return (MaxPool2dBackward.apply(g, flat_index=self.flat_index, input_shape=self.input_shape,
-                                        overlapping=self.overlapping),)
+        return (MaxPool2dBackward.apply(g, route=self.route),)
 
 
 class AvgPool2d(Function):

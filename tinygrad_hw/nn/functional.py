@@ -526,6 +526,57 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     return losses.sum() / total
 
 
+class _CrossEntropyRows(Function):
+    """Cross-entropy of logits (N, C) against integer labels in one node (the composition is
+    about ten: log_softmax, a gather, weights, the reduction). Params: ``labels`` (N,) with
+    ignored rows mapped to class 0, ``row_weight`` (N,) (0 for ignored rows), ``total`` (the 'mean'
+    denominator) and ``reduction``. Keeps the softmax for the backward pass."""
+
+    def forward(self, x):
+        xp = self.xp
+        z = x - x.max(1, keepdims=True)
+        e = xp.exp(z)
+        s = e.sum(1, keepdims=True)
+        picked = z[xp.arange(x.shape[0]), self.labels]
+        losses = (xp.log(s[:, 0]) - picked) * self.row_weight
+        e /= s
+        self.probs = e
+        if self.reduction == "none":
+            return losses
+        total = losses.sum(keepdims=True).reshape(())
+        return total / self.total if self.reduction == "mean" else total
+
+    def _row_scale(self):
+        return self.row_weight / self.total if self.reduction == "mean" else self.row_weight
+
+    def backward(self, g):
+        scale = self._row_scale()
+        if is_grad_enabled():  # create_graph: the same formula, written with differentiable ops
+            x = self.inputs[0]
+            onehot = self.xp.zeros(x.shape, dtype=x.dtype)
+            onehot[self.xp.arange(x.shape[0]), self.labels] = 1
+            g_rows = g.reshape(-1, 1) if self.reduction == "none" else g
+            return ((x.softmax(1) - self.const(onehot)) * (g_rows * self.const(scale.reshape(-1, 1))),)
+        grad = self.probs.copy()  # the softmax stays intact for a retained graph
+        grad[self.xp.arange(grad.shape[0]), self.labels] -= 1
+        grad *= (scale * g.data).reshape(-1, 1)
+        return (self.const(grad),)
+
+
+def _cross_entropy_rows(input, target, weight, ignore_index, reduction):
+    """``cross_entropy`` of (N, C) logits and (N,) integer labels, without label smoothing."""
+    xp = input._be.xp
+    labels = target.data
+    valid = labels != ignore_index
+    safe = xp.where(valid, labels, 0)
+    if weight is None:
+        row_weight = valid.astype(input.dtype)
+    else:
+        row_weight = (weight.data[safe] * valid).astype(input.dtype)
+    return _CrossEntropyRows.apply(input, labels=safe, row_weight=row_weight,
+                                   total=row_weight.sum(keepdims=True).reshape(()), reduction=reduction)
+
+
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """Cross-entropy of logits ``input`` (C,), (N, C) or (N, C, d1, ...) against integer labels
@@ -545,6 +596,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     class_axis = 0 if input.ndim == 1 else 1
     channels = input.shape[class_axis]
     weight = _class_weight(name, weight, input, channels)
+    if (target.dtype.kind in "iu" and input.ndim == 2 and target.shape == input.shape[:1] and label_smoothing == 0
+            and (weight is None or not weight.requires_grad)):
+        _check_labels(name, target, channels, ignore_index)
+        return _cross_entropy_rows(input, target, weight, ignore_index, reduction)
     logp = input.log_softmax(class_axis)
     wshape = [1] * input.ndim
     wshape[class_axis] = channels
@@ -692,15 +747,19 @@ def _check_weight(op, weight, x):
         raise TypeError(f"{op}: input dtype {x.dtype} and weight dtype {weight.dtype} differ")
 
 
-def _add_bias(op, y, bias, channels):
-    if bias is None:
-        return y
+def _check_bias(op, bias, channels, dtype):
     if not isinstance(bias, Tensor):
         raise TypeError(f"{op}: expected bias to be a Tensor or None, got {type(bias).__name__}")
     if bias.shape != (channels,):
         raise ValueError(f"{op}: expected a bias of shape ({channels},), got {bias.shape}")
-    if bias.dtype != y.dtype:
-        raise TypeError(f"{op}: input dtype {y.dtype} and bias dtype {bias.dtype} differ")
+    if bias.dtype != dtype:
+        raise TypeError(f"{op}: input dtype {dtype} and bias dtype {bias.dtype} differ")
+
+
+def _add_bias(op, y, bias, channels):
+    if bias is None:
+        return y
+    _check_bias(op, bias, channels, y.dtype)
     return y + bias.reshape(1, channels, 1, 1)
 
 
@@ -746,8 +805,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(
             f"{op}: kernel {kh}x{kw} (dilation {dilation}) is larger than the padded input "
             f"{h + pads[0] + pads[1]}x{w + pads[2] + pads[3]} (input {tuple(x.shape)}, padding {pads})")
-    y = Conv2d.apply(x, weight, stride=stride, padding=pads, dilation=dilation, groups=groups, out_hw=None)
-    y = _add_bias(op, y, bias, o)
+    inputs = (x, weight)
+    if bias is not None:
+        _check_bias(op, bias, o, x.dtype)
+        inputs += (bias,)
+    y = Conv2d.apply(*inputs, stride=stride, padding=pads, dilation=dilation, groups=groups, out_hw=None)
     return y.squeeze(0) if unbatched else y
 
 
