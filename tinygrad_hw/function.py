@@ -24,7 +24,8 @@ class Function:
     def __init__(self, backend, **params):
         self.backend = backend
         self.xp = backend.xp
-        self.__dict__.update(params)
+        if params:
+            self.__dict__.update(params)
 
     @classmethod
     def apply(cls, *inputs, **params):

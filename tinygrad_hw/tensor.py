@@ -25,6 +25,7 @@ __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like
 
 _grad_enabled = True
 _anomaly_mode = False
+_new_tensor = object.__new__
 _backward_node = None  # under detect_anomaly: the op whose backward is running
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -195,9 +196,15 @@ class Tensor:
 
     @staticmethod
     def _make(data, be, requires_grad=False) -> "Tensor":
-        """Wrap an array of backend ``be`` without any conversion (the engine's fast path)."""
-        t = object.__new__(Tensor)
-        t._init(data, be, requires_grad)
+        """Wrap an array of backend ``be`` without any conversion (the engine's fast path;
+        ``_init`` written out: this runs for every op)."""
+        t = _new_tensor(Tensor)
+        t.data = data
+        t._be = be
+        t.requires_grad = requires_grad
+        t.grad = None
+        t._ctx = None
+        t._retains_grad = False
         return t
 
     def _const(self, array) -> "Tensor":
@@ -208,12 +215,16 @@ class Tensor:
     @staticmethod
     def _run_op(op_cls, inputs, params) -> "Tensor":
         be = inputs[0]._be
+        arrays = []
+        record = False
         for t in inputs:
             if t._be is not be:
                 raise ValueError(f"{op_cls.__name__}: tensors on two backends, {be.name} and "
                                  f"{t._be.name}; move one with .to({be.name!r})")
+            arrays.append(t.data)
+            record = record or t.requires_grad
         fn = op_cls(be, **params)
-        out = Tensor._make(fn.forward(*[t.data for t in inputs]), be)
+        out = Tensor._make(fn.forward(*arrays), be)
         if _anomaly_mode:
             fn.created_at = _user_frame()
             where = (f"in the backward of {_backward_node.name} (created at {_backward_node.created_at})"
@@ -221,11 +232,11 @@ class Tensor:
             _check_finite(out.data, be, f"{fn.name} {where} produced {{bad}} from finite inputs"
                           if all(bool(be.xp.isfinite(t.data).all()) for t in inputs if t.dtype.kind == "f")
                           else f"{fn.name} {where} produced {{bad}}; its inputs were not finite either")
-        if _grad_enabled and any(t.requires_grad for t in inputs):
+        if record and _grad_enabled:
             out.requires_grad = True
             out._ctx = fn
             fn.inputs = inputs
-            fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
             fn.output = weakref.ref(out)
         return out
 
@@ -378,6 +389,9 @@ class Tensor:
     # -- creation helpers used by ops -------------------------------------------------------
     def _scalar(self, value) -> "Tensor":
         """A Python number as a 0-d tensor of the dtype PyTorch would give ``self op value``."""
+        dtype = self.data.dtype
+        if type(value) is float and dtype.kind == "f":  # the common case, without the ABC checks
+            return Tensor._make(self._be.xp.asarray(value, dtype=dtype), self._be)
         if isinstance(value, bool):
             dtype = self.dtype
         elif isinstance(value, numbers.Integral):
@@ -389,7 +403,7 @@ class Tensor:
         return Tensor._make(self._be.xp.asarray(value, dtype=dtype), self._be)
 
     def _operand(self, other) -> "Tensor":
-        if isinstance(other, Tensor):
+        if type(other) is Tensor or isinstance(other, Tensor):
             return other
         if isinstance(other, numbers.Number):
             return self._scalar(other)
@@ -398,13 +412,13 @@ class Tensor:
     def _binary(self, op, other, reverse=False) -> "Tensor":
         other = self._operand(other)
         a, b = (other, self) if reverse else (self, other)
-        dtype = a.dtype
-        if dtype != b.dtype or (op is ops.Div and not _is_float(dtype)):
+        dtype = a.data.dtype
+        if dtype != b.data.dtype or (op is ops.Div and not _is_float(dtype)):
             dtype = _promote(dtype, b.dtype)
             if op is ops.Div and not _is_float(dtype):
                 dtype = get_default_dtype()
             a, b = a.astype(dtype), b.astype(dtype)
-        if a.data.shape != b.data.shape:
+        if a.data.shape != b.data.shape and a.data.ndim and b.data.ndim:  # 0-d always broadcasts
             _check_broadcast(op.__name__, a.shape, b.shape)
         return op.apply(a, b)
 
@@ -733,15 +747,15 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
     captured = {}
     with _GradMode(create_graph):
         for t in reversed(_topological(roots)):
-            entry = grads.get(id(t))
+            entry = grads.pop(id(t), None)
             fn = t._ctx
             if entry is not None:
                 g = entry[1]
-                if wanted_ids is not None and id(t) in wanted_ids:
-                    captured[id(t)] = g
-                elif wanted_ids is None and t._retains_grad:
+                if wanted_ids is not None:
+                    if id(t) in wanted_ids:
+                        captured[id(t)] = g
+                elif t._retains_grad:
                     t.grad = g if create_graph else g.detach()
-                del grads[id(t)]
                 if _anomaly_mode:
                     in_grads = _anomalous_backward(fn, g)
                 else:
@@ -751,11 +765,16 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                         if _anomaly_mode:
                             _check_finite(gi.data, gi._be, f"the backward of {fn.name} returned {{bad}} in the "
                                           f"gradient of its input {k} (op created at {fn.created_at})")
-                        if gi.shape != inp.shape:
+                        if gi.data.shape != inp.data.shape:
                             gi = gi.sum_to(inp.shape)
-                        if gi.dtype != inp.dtype:
+                        if gi.data.dtype != inp.data.dtype:
                             gi = gi.astype(inp.dtype)
-                        _accumulate(grads, inp, gi)
+                        key = id(inp)
+                        previous = grads.get(key)
+                        if previous is None:
+                            grads[key] = [inp, gi]
+                        else:
+                            previous[1] = previous[1] + gi
             if not retain_graph:
                 fn.__dict__.clear()  # frees saved arrays and inputs; a second backward is an error
     stored = set()

@@ -156,14 +156,21 @@ class Optimizer:
         raise NotImplementedError
 
     def _state_of(self, p) -> dict:
-        """``p``'s state, its arrays moved to ``p``'s backend and dtype if ``p`` has moved."""
+        """``p``'s state, its arrays moved to ``p``'s backend and dtype if ``p`` has moved.
+
+        The arrays are checked once per (state dict, backend, dtype) of ``p``: again after
+        ``p.to(...)`` or ``load_state_dict``, not at every step."""
         state = self.state[p]
         if state:
             be, dtype = param_backend(p), p.data.dtype
-            for key, value in state.items():
-                if _is_array(value) and (not be.is_array(value) or
-                                         (value.dtype.kind == "f" and value.dtype != dtype)):
-                    state[key] = array_on(be, value, dtype if value.dtype.kind == "f" else None)
+            placed = self.__dict__.setdefault("_placed", {})
+            where = (id(state), be, dtype)
+            if placed.get(id(p)) != where:
+                for key, value in state.items():
+                    if _is_array(value) and (not be.is_array(value) or
+                                             (value.dtype.kind == "f" and value.dtype != dtype)):
+                        state[key] = array_on(be, value, dtype if value.dtype.kind == "f" else None)
+                placed[id(p)] = where
         return state
 
     # -- checkpoints ------------------------------------------------------------------------------
