@@ -111,6 +111,30 @@ def _workspace(be, slot: str, shape, dtype):
     return buf[:size].reshape(shape)
 
 
+# How many zero-bordered scratch arrays (below) one thread keeps.
+_BORDERED_KEEP = 16
+
+
+def _bordered_workspace(be, slot: str, shape, dtype, layout):
+    """A scratch array that starts as zeros and is kept per thread for this exact ``shape`` and
+    ``layout`` (a hashable description of which cells the caller writes). A caller that always
+    writes the same cells for the same key may rely on every other cell still being zero, and
+    so skips refilling the borders (a dozen small calls per chunk otherwise)."""
+    xp = be.xp
+    dtype = xp.dtype(dtype)
+    if be.name != "numpy" or math.prod(shape) * dtype.itemsize > _SCRATCH_KEEP_MAX_BYTES:
+        return xp.zeros(shape, dtype=dtype)
+    cache = _local.__dict__.setdefault("bordered", {})
+    key = (slot, tuple(shape), dtype.str, layout)
+    buf = cache.pop(key, None)
+    if buf is None:
+        buf = xp.zeros(shape, dtype=dtype)
+        while len(cache) >= _BORDERED_KEEP:
+            cache.pop(next(iter(cache)))  # the least recently used
+    cache[key] = buf  # (re)inserted last: the dict's order is the order of use
+    return buf
+
+
 _pool_state = {"pool": None, "pool_size": 0, "blas": None, "workers": None}
 _pool_lock = threading.Lock()
 
@@ -439,46 +463,43 @@ def _winograd_filter(be, w):
 def _winograd_input(be, x, pad_top, pad_left, tiles_hw):
     """V (16, C, n*Th*(Tw+1)): B^T d B of the 4x4 tile at rows 2*th - pad_top, columns
     2*tw - pad_left of images ``x`` (n, C, H, W) (zero outside). Column Tw of every tile row is
-    filler (finite) that no output reads: it lets the column transform run on flat arrays."""
+    filler (finite) that no output reads: it lets the column transform run on flat arrays.
+
+    Every step below is one NumPy call over all four tile rows or columns at once: in worker
+    threads each call is a hand-over of the GIL, so fewer, larger calls scale better."""
     xp = be.xp
     n, c, h, w = x.shape
     th, tw = tiles_hw
     r = tw + 1
-    # de-interleave rows and columns: phase[a, e, ch, img, i, j] = padded x[img, ch, 2i + a, 2j + e]
-    phase = _workspace(be, "wino_phase", (2, 2, c, n, th + 1, r), x.dtype)
+    # de-interleave rows and columns: phase[a, e, ch, img, i, j] = padded x[img, ch, 2i + a, 2j + e];
+    # the cells outside the input are never written, so they stay zero from the allocation
+    phase = _bordered_workspace(be, "wino_phase", (2, 2, c, n, th + 1, r), x.dtype, (h, w, pad_top, pad_left))
     for a in range(2):
         i0, i1, h0 = _valid_range(th + 1, h, 2, pad_top, a)
         for e in range(2):
             j0, j1, w0 = _valid_range(r, w, 2, pad_left, e)
-            dst = phase[a, e]
-            dst[:, :, :i0].fill(0)
-            dst[:, :, i1:].fill(0)
-            dst[:, :, i0:i1, :j0].fill(0)
-            dst[:, :, i0:i1, j1:].fill(0)
             if i1 > i0 and j1 > j0:
                 src = x[:, :, h0:h0 + 2 * (i1 - i0 - 1) + 1:2, w0:w0 + 2 * (j1 - j0 - 1) + 1:2]
-                xp.copyto(dst[:, :, i0:i1, j0:j1], src.transpose(1, 0, 2, 3))
+                xp.copyto(phase[a, e, :, :, i0:i1, j0:j1], src.transpose(1, 0, 2, 3))
     flat = phase.reshape(2, 2, c, n, (th + 1) * r)
     rows = th * r
-    # B^T along rows: tile row 0..3 = even[i], odd[i], even[i+1], odd[i+1]
+    # B^T along rows: tile row 0..3 = even[i], odd[i], even[i+1], odd[i+1] (both column phases at once)
+    even_lo, even_hi = flat[0, :, :, :, :rows], flat[0, :, :, :, r:]
+    odd_lo, odd_hi = flat[1, :, :, :, :rows], flat[1, :, :, :, r:]
     q = _workspace(be, "wino_q", (4, 2, c, n, rows), x.dtype)
-    for e in range(2):
-        even_lo, even_hi = flat[0, e, :, :, :rows], flat[0, e, :, :, r:]
-        odd_lo, odd_hi = flat[1, e, :, :, :rows], flat[1, e, :, :, r:]
-        xp.subtract(even_lo, even_hi, out=q[0, e])
-        xp.add(odd_lo, even_hi, out=q[1, e])
-        xp.subtract(even_hi, odd_lo, out=q[2, e])
-        xp.subtract(odd_lo, odd_hi, out=q[3, e])
+    xp.subtract(even_lo, even_hi, out=q[0])
+    xp.add(odd_lo, even_hi, out=q[1])
+    xp.subtract(even_hi, odd_lo, out=q[2])
+    xp.subtract(odd_lo, odd_hi, out=q[3])
     # B along columns, on flat arrays: neighbours k and k+1 straddle a row end only in the filler
     size = c * n * rows
     q = q.reshape(4, 2, size)
+    even, odd = q[:, 0], q[:, 1]
     v = _workspace(be, "wino_v", (4, 4, size), x.dtype)
-    for i in range(4):
-        even, odd = q[i, 0], q[i, 1]
-        xp.subtract(even[:-1], even[1:], out=v[i, 0, :-1])
-        xp.add(odd[:-1], even[1:], out=v[i, 1, :-1])
-        xp.subtract(even[1:], odd[:-1], out=v[i, 2, :-1])
-        xp.subtract(odd[:-1], odd[1:], out=v[i, 3, :-1])
+    xp.subtract(even[:, :-1], even[:, 1:], out=v[:, 0, :-1])
+    xp.add(odd[:, :-1], even[:, 1:], out=v[:, 1, :-1])
+    xp.subtract(even[:, 1:], odd[:, :-1], out=v[:, 2, :-1])
+    xp.subtract(odd[:, :-1], odd[:, 1:], out=v[:, 3, :-1])
     v[:, :, -1] = 0
     return v.reshape(16, c, n * rows)
 
@@ -491,18 +512,18 @@ def _winograd_output(be, m, y, tiles_hw):
     r = tw + 1
     m = m.reshape(4, 4, o * n * th * r)
     s = _workspace(be, "wino_s", (2, 4, o * n * th * r), y.dtype)
-    for j in range(4):  # A^T along rows: (m0 + m1 + m2, m1 - m2 - m3)
-        xp.add(m[0, j], m[1, j], out=s[0, j])
-        s[0, j] += m[2, j]
-        xp.subtract(m[1, j], m[2, j], out=s[1, j])
-        s[1, j] -= m[3, j]
+    # A^T along rows, all four columns at once: (m0 + m1 + m2, m1 - m2 - m3)
+    xp.add(m[0], m[1], out=s[0])
+    s[0] += m[2]
+    xp.subtract(m[1], m[2], out=s[1])
+    s[1] -= m[3]
     z = _workspace(be, "wino_z", (2, 2, o, n, th, r), y.dtype)
     zf = z.reshape(2, 2, -1)
-    for a in range(2):  # A along columns
-        xp.add(s[a, 0], s[a, 1], out=zf[a, 0])
-        zf[a, 0] += s[a, 2]
-        xp.subtract(s[a, 1], s[a, 2], out=zf[a, 1])
-        zf[a, 1] -= s[a, 3]
+    # A along columns, both output rows at once
+    xp.add(s[:, 0], s[:, 1], out=zf[:, 0])
+    zf[:, 0] += s[:, 2]
+    xp.subtract(s[:, 1], s[:, 2], out=zf[:, 1])
+    zf[:, 1] -= s[:, 3]
     # interleave the four output phases into NCHW
     for a in range(2):
         rows = (oh - a + 1) // 2
@@ -543,29 +564,19 @@ def _winograd_weight_grad(be, x, gy, padding):
         n0, n1 = span
         b = n1 - n0
         v = _winograd_input(be, x[n0:n1], padding[0], padding[2], tiles)
-        # gy's 2x2 output tiles, de-interleaved, zero in the filler column and past the edge
-        g = _workspace(be, "wino_g", (2, 2, o, b, th, r), gy.dtype)
+        # M = A gy A^T for every 2x2 tile of gy, with A = [[1, 0], [1, 1], [1, -1], [0, -1]] (the
+        # two minus signs of the last row and column are folded into the final filter transform).
+        # gy's phases go straight to the corners M[3a, 3e]; their cells past the edge and in the
+        # filler column are never written, so they stay zero from the allocation.
+        m = _bordered_workspace(be, "wino_m", (4, 4, o, b, th, r), gy.dtype, (oh, ow))
         for a in range(2):
             for e in range(2):
                 src = gy[n0:n1, :, a::2, e::2]
-                rows, cols = src.shape[2:]
-                g[a, e, :, :, rows:].fill(0)
-                g[a, e, :, :, :rows, cols:].fill(0)
-                xp.copyto(g[a, e, :, :, :rows, :cols], src.transpose(1, 0, 2, 3))
-        g = g.reshape(2, 2, -1)
-        # A gy A^T with A = [[1, 0], [1, 1], [1, -1], [0, -1]]; the two minus signs of the last
-        # row and column are folded into the final filter transform
-        half = _workspace(be, "wino_s", (2, 2, g.shape[2]), gy.dtype)
-        for e in range(2):
-            xp.add(g[0, e], g[1, e], out=half[0, e])
-            xp.subtract(g[0, e], g[1, e], out=half[1, e])
-        m = _workspace(be, "wino_m", (4, 4, g.shape[2]), gy.dtype)
-        for i, (lo, hi) in enumerate(((g[0, 0], g[0, 1]), (half[0, 0], half[0, 1]),
-                                      (half[1, 0], half[1, 1]), (g[1, 0], g[1, 1]))):
-            xp.copyto(m[i, 0], lo)
-            xp.add(lo, hi, out=m[i, 1])
-            xp.subtract(lo, hi, out=m[i, 2])
-            xp.copyto(m[i, 3], hi)
+                xp.copyto(m[3 * a, 3 * e, :, :, :src.shape[2], :src.shape[3]], src.transpose(1, 0, 2, 3))
+        xp.add(m[0::3, 0], m[0::3, 3], out=m[0::3, 1])
+        xp.subtract(m[0::3, 0], m[0::3, 3], out=m[0::3, 2])
+        xp.add(m[0], m[3], out=m[1])
+        xp.subtract(m[0], m[3], out=m[2])
         return xp.matmul(m.reshape(16, o, -1), v.transpose(0, 2, 1))  # (16, O, C), fresh
 
     parts = _map_chunks(be, chunk, _chunks(be, n, 16 * c * th * r * x.dtype.itemsize))
