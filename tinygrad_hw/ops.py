@@ -171,10 +171,14 @@ class Sigmoid(Function):
 
 
 class _Masked(Function):
-    """Ops whose derivative is a piecewise-constant array ``self.slope`` (computed in forward)."""
+    """Ops whose derivative is a piecewise-constant array ``self.slope`` (computed in forward).
+
+    The slope may be boolean (0 or 1): ``Mul`` is applied directly, without the Tensor-level
+    promotion that would first cast the mask to a float array (NumPy multiplies float by bool in
+    one pass; ``where`` measured 7x slower)."""
 
     def backward(self, g):
-        return (g * self.const(self.slope),)
+        return (Mul.apply(g, self.const(self.slope)),)
 
 
 class Abs(_Masked):
@@ -186,10 +190,12 @@ class Abs(_Masked):
 
 
 class Relu(_Masked):
+    """max(a, 0): NaN stays NaN, gradient 1 where a > 0. Deviation: relu(-0.0) is +0.0 here
+    (PyTorch keeps -0.0); one pass instead of two."""
+
     def forward(self, a):
-        positive = a > 0
-        self.slope = positive.astype(a.dtype)
-        return a * self.slope
+        self.slope = a > 0
+        return self.xp.maximum(a, 0)  # keeps NaN, and -inf becomes 0
 
 
 class LeakyRelu(_Masked):
