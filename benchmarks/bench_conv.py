@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tinygrad_hw as hw  # noqa: E402
-from tinygrad_hw import conv as cv
+from tinygrad_hw import conv as cv  # noqa: E402
+from tinygrad_hw import parallel  # noqa: E402
 import tinygrad_hw.nn.functional as hwF  # noqa: E402
 
 CASES = [  # (batch, in channels, out channels, size) with 3x3 kernels, padding 1
@@ -109,8 +110,8 @@ def main():
         from threadpoolctl import threadpool_limits
         threadpool_limits(1, user_api="blas")
         torch.set_num_threads(1)
-        cv.WORKERS = 1
-    print(f"torch threads {torch.get_num_threads()}, our chunk workers {cv._worker_count()}, float32, "
+        parallel.WORKERS = 1
+    print(f"torch threads {torch.get_num_threads()}, our chunk workers {parallel.worker_count()}, float32, "
           f"3x3 pad 1, winograd {cv.WINOGRAD}; times in ms as best/median; load average {os.getloadavg()[0]:.2f}")
     for case in CASES:
         res = conv_case(*case, args.repeats, input_grad=case[1] != 3)
@@ -123,7 +124,7 @@ def main():
     if args.profile:
         # profile on one thread: cProfile sees only the calling thread, so the chunk workers
         # are turned off for this part
-        cv.WORKERS = 1
+        parallel.WORKERS = 1
         from threadpoolctl import threadpool_limits
         threadpool_limits(1, user_api="blas")
         # numpy.matmul is a ufunc, invisible to cProfile: a Python wrapper makes it show up

@@ -674,10 +674,9 @@ def configure_threads(torch, threads: int) -> dict:
     info = {"threads": threads}
     # tinygrad_hw's NumPy convolutions run chunks in their own worker threads (one per usable
     # core unless told otherwise): hold them to the same count.
-    from tinygrad_hw import conv as hw_conv
-    if hasattr(hw_conv, "WORKERS"):
-        hw_conv.WORKERS = threads
-        info["tinygrad_hw_conv_workers"] = threads
+    from tinygrad_hw import parallel as hw_parallel
+    hw_parallel.WORKERS = threads
+    info["tinygrad_hw_conv_workers"] = threads
     torch.set_num_threads(threads)
     info["torch_threads"] = torch.get_num_threads()
     try:

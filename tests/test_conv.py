@@ -430,21 +430,6 @@ def test_chunk_workers_survive_fork(monkeypatch):
     assert status == 0
 
 
-def test_chunk_worker_errors_propagate(monkeypatch):
-    monkeypatch.setattr(cv, "CHUNK_BYTES", 1)
-    calls = []
-
-    def chunk(span):
-        calls.append(span)
-        if span[0] == 3:
-            raise RuntimeError("chunk 3 failed")
-        return span[0]
-
-    with pytest.raises(RuntimeError, match="chunk 3 failed"):
-        cv._map_chunks(get_backend("numpy"), chunk, [(i, i + 1) for i in range(6)])
-    assert cv._map_chunks(get_backend("numpy"), lambda s: s[0], [(i, i + 1) for i in range(6)]) == list(range(6))
-
-
 @pytest.mark.parametrize("kernel,shape,ceil_mode", [(2, (2, 3, 8, 8), False), (2, (1, 2, 7, 9), False),
                                                     (3, (2, 2, 9, 7), True), ((2, 3), (1, 2, 6, 9), False)])
 def test_max_pool2d_tiling_windows(backend, kernel, shape, ceil_mode):

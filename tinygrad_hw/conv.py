@@ -38,17 +38,13 @@ Padding is carried internally as four numbers (top, bottom, left, right) so that
 """
 from __future__ import annotations
 
-import contextlib
-import itertools
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 
 import numpy
 
 from .function import Function
+from .parallel import map_chunks, worker_count
 
 __all__ = [
     "Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad",
@@ -71,19 +67,17 @@ _SCRATCH_KEEP_MAX_BYTES = 64 << 20
 WINOGRAD = True
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_SIZE = 8
-# Run the chunks of a NumPy convolution in this many threads, each calling a single-threaded BLAS
-# (the copies and transforms parallelise too, and a busy machine does not stall a multi-threaded
-# BLAS). None: the number of usable cores. 1 turns it off. Needs threadpoolctl.
-WORKERS = None
+# The chunks run in tinygrad_hw.parallel's worker threads (parallel.WORKERS of them), each with a
+# single-threaded BLAS.
 
 
 # ==================================================================================================
-# scratch buffers, chunks and worker threads
+# scratch buffers and chunks
 # ==================================================================================================
 class _ThreadState(threading.local):
     def __init__(self):
         self.buffers = {}
-        self.in_worker = False
+        self.bordered = {}
 
 
 _local = _ThreadState()
@@ -124,7 +118,7 @@ def _bordered_workspace(be, slot: str, shape, dtype, layout):
     dtype = xp.dtype(dtype)
     if be.name != "numpy" or math.prod(shape) * dtype.itemsize > _SCRATCH_KEEP_MAX_BYTES:
         return xp.zeros(shape, dtype=dtype)
-    cache = _local.__dict__.setdefault("bordered", {})
+    cache = _local.bordered
     key = (slot, tuple(shape), dtype.str, layout)
     buf = cache.pop(key, None)
     if buf is None:
@@ -135,108 +129,13 @@ def _bordered_workspace(be, slot: str, shape, dtype, layout):
     return buf
 
 
-_pool_state = {"pool": None, "pool_size": 0, "blas": None, "workers": None}
-_pool_lock = threading.Lock()
-
-
-def _forget_pool_after_fork():
-    # a forked child has none of the parent's pool threads: work queued there would never run
-    global _pool_lock
-    _pool_state.update(pool=None, pool_size=0)
-    _pool_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
-
-def _worker_count() -> int:
-    if WORKERS is not None:
-        return max(1, int(WORKERS))
-    if _pool_state["workers"] is None:
-        try:
-            _pool_state["workers"] = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            _pool_state["workers"] = os.cpu_count() or 1
-    return _pool_state["workers"]
-
-
-def _thread_pool():
-    """(executor with workers - 1 threads, BLAS thread controllers), or None where threads
-    cannot help: one core, or no threadpoolctl to keep BLAS from oversubscribing the cores."""
-    workers = _worker_count()
-    if workers < 2:
-        return None
-    with _pool_lock:
-        if _pool_state["blas"] is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-                _pool_state["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
-            except Exception:  # threadpoolctl missing or unable to inspect the libraries
-                _pool_state["blas"] = False
-        if _pool_state["blas"] is False:
-            return None
-        if _pool_state["pool"] is None or _pool_state["pool_size"] != workers:
-            _pool_state["pool"] = ThreadPoolExecutor(workers - 1, thread_name_prefix="tinygrad_hw-conv")
-            _pool_state["pool_size"] = workers
-        return _pool_state["pool"], _pool_state["blas"]
-
-
-@contextlib.contextmanager
-def _single_threaded_blas(libraries):
-    saved = [lib.get_num_threads() for lib in libraries]
-    for lib in libraries:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, count in zip(libraries, saved):
-            if count:
-                lib.set_num_threads(count)
-
-
-def _map_chunks(be, fn, chunks):
-    """``[fn(chunk) for chunk in chunks]``. On NumPy the calling thread and ``WORKERS - 1`` pool
-    threads take chunks in turn, each with a single-threaded BLAS; every chunk writes its own part
-    of the result, so the order of completion does not matter."""
-    if be.name != "numpy" or len(chunks) < 2 or _local.in_worker:
-        return [fn(c) for c in chunks]
-    pool = _thread_pool()
-    if pool is None:
-        return [fn(c) for c in chunks]
-    executor, libraries = pool
-    results = [None] * len(chunks)
-    taken = itertools.count()  # next() on a count is atomic under the GIL
-
-    def work():
-        _local.in_worker = True  # a kernel called from fn must not fan out again
-        try:
-            for i in iter(taken.__next__, None):
-                if i >= len(chunks):
-                    return
-                results[i] = fn(chunks[i])
-        finally:
-            _local.in_worker = False
-
-    helpers = min(_pool_state["pool_size"] - 1, len(chunks) - 1)
-    with _single_threaded_blas(libraries):
-        futures = [executor.submit(work) for _ in range(helpers)]
-        try:
-            work()
-        finally:
-            futures_wait(futures)  # every helper is done before BLAS gets its threads back
-        for future in futures:
-            future.result()  # re-raise a helper's error
-    return results
-
-
 def _chunks(be, n_images: int, bytes_per_image: int):
     """(start, stop) ranges of images processed together (the whole batch off NumPy)."""
     if be.name != "numpy" or n_images == 0:
         return [(0, n_images)]
     per = max(1, min(n_images, CHUNK_BYTES // max(bytes_per_image, 1)))
     count = -(-n_images // per)
-    workers = _worker_count()
+    workers = worker_count()
     if count < workers <= n_images and n_images * bytes_per_image >= (1 << 20):
         count = workers  # enough work to share between the threads
     per = -(-n_images // count)  # even chunks: 64 images in 3 chunks is 22+22+20, not 30+30+4
@@ -363,7 +262,7 @@ def conv2d_forward(be, x, w, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1
         xp.copyto(y[n0:n1].reshape(n1 - n0, groups, og, positions),
                   prod.reshape(groups, og, n1 - n0, positions).transpose(2, 0, 1, 3))
 
-    _map_chunks(be, chunk, _chunks(be, n, c * kh * kw * positions * x.dtype.itemsize))
+    map_chunks(be, chunk, _chunks(be, n, c * kh * kw * positions * x.dtype.itemsize))
     return y
 
 
@@ -387,7 +286,7 @@ def conv2d_weight_grad(be, x, gy, kernel_hw, stride=(1, 1), padding=(0, 0, 0, 0)
         g_mat = _grads_by_group(be, gy[n0:n1], groups)
         return xp.matmul(g_mat, cols.transpose(0, 2, 1))  # (g, O/g, C/g*kh*kw), fresh
 
-    parts = _map_chunks(be, chunk, _chunks(be, n, c * kh * kw * oh * ow * x.dtype.itemsize))
+    parts = map_chunks(be, chunk, _chunks(be, n, c * kh * kw * oh * ow * x.dtype.itemsize))
     gw = parts[0]
     for part in parts[1:]:
         gw += part
@@ -438,7 +337,7 @@ def conv2d_input_grad(be, gy, w, input_hw, stride=(1, 1), padding=(0, 0, 0, 0), 
                 acc[:, :, rows, j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, i, j]
         xp.copyto(gx[n0:n1], acc[:, :, pt:pt + h, pl:pl + wd].transpose(1, 0, 2, 3))
 
-    _map_chunks(be, chunk, _chunks(be, n, c * kh * kw * oh * ow * gy.dtype.itemsize))
+    map_chunks(be, chunk, _chunks(be, n, c * kh * kw * oh * ow * gy.dtype.itemsize))
     return gx
 
 
@@ -549,7 +448,7 @@ def _winograd_conv(be, x, w, padding, y, bias=None):
         if bias is not None:
             y[n0:n1] += bias.reshape(o, 1, 1)
 
-    _map_chunks(be, chunk, _chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
+    map_chunks(be, chunk, _chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
 
 
 def _winograd_weight_grad(be, x, gy, padding):
@@ -579,7 +478,7 @@ def _winograd_weight_grad(be, x, gy, padding):
         xp.subtract(m[0], m[3], out=m[2])
         return xp.matmul(m.reshape(16, o, -1), v.transpose(0, 2, 1))  # (16, O, C), fresh
 
-    parts = _map_chunks(be, chunk, _chunks(be, n, 16 * c * th * r * x.dtype.itemsize))
+    parts = map_chunks(be, chunk, _chunks(be, n, 16 * c * th * r * x.dtype.itemsize))
     du = parts[0]
     for part in parts[1:]:
         du += part

@@ -18,6 +18,7 @@ import numpy
 
 from ..conv import (AvgPool2d, Conv2d, Conv2dInputGrad, MaxPool2d, _check_conv_shapes, conv_output_size,
                    max_pool2d_flat_indices, pool_output_size)
+from .. import parallel
 from ..function import Function
 from ..tensor import Tensor, is_grad_enabled
 
@@ -53,7 +54,7 @@ class _Linear(Function):
 
     def forward(self, x, w, b=None):
         x2 = x.reshape(-1, x.shape[-1])
-        out = x2 @ w.T
+        out = parallel.matmul(self.backend, x2, w.T)
         if b is not None:
             out += b
         return out.reshape(x.shape[:-1] + (w.shape[0],))
@@ -74,8 +75,9 @@ class _Linear(Function):
         # the Tensor version above is the definition; this one saves its seven graph nodes
         g2 = g.reshape(-1, g.shape[-1])
         need = self.needs_input_grad
-        grads = [self.const((g2 @ w).reshape(x.shape)) if need[0] else None,
-                 self.const(g2.T @ x.reshape(-1, x.shape[-1])) if need[1] else None]
+        be = self.backend
+        grads = [self.const(parallel.matmul(be, g2, w).reshape(x.shape)) if need[0] else None,
+                 self.const(parallel.matmul(be, g2.T, x.reshape(-1, x.shape[-1]))) if need[1] else None]
         if len(need) == 3:
             grads.append(self.const(g2.sum(0)) if need[2] else None)
         return tuple(grads)

@@ -1,0 +1,173 @@
+"""How tinygrad_hw uses the cores on the NumPy backend: its own worker threads, each calling a
+single-threaded BLAS.
+
+NumPy's OpenBLAS parallelises one matrix product at a time, and after each parallel product its
+threads spin for a while waiting for the next one. Between two products the engine runs other
+NumPy work (the tile transforms of a convolution, element-wise ops) that the spinning threads then
+compete with for the cores: on the 2-core benchmark machine that cost about 15% of a VGG-style
+training step. So the large products of tinygrad_hw run inside its own worker threads, each with
+one BLAS thread: a convolution's images are cut into chunks that ``WORKERS`` threads take in turn
+(:func:`map_chunks`), and a large matrix product is cut into row blocks the same way
+(:func:`matmul`). Small products (one chunk, or under ``MATMUL_SPLIT_MACS``) are left to BLAS:
+switching its thread count costs more than it saves there. The BLAS thread count is restored
+after each kernel, so NumPy code outside tinygrad_hw keeps its multi-threaded BLAS.
+
+NumPy releases the GIL inside each call, so the worker threads run at once; but every call hands
+the GIL over (several microseconds on a virtual machine), so kernels meant for the workers do
+their work in few, large NumPy calls.
+
+All of this needs ``threadpoolctl`` (an optional dependency, in the ``data``, ``test`` and
+``bench`` extras) to find and set BLAS's thread count; without it kernels run in the calling
+thread with BLAS as configured. Off NumPy (CuPy) everything here is a plain call.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+
+__all__ = ["WORKERS", "worker_count", "map_chunks", "matmul", "single_threaded_blas"]
+
+# Threads that take chunks of a kernel on NumPy (the calling thread is one of them).
+# None: the number of usable cores. 1 turns the worker threads off.
+WORKERS = None
+# Matrix products with at least this many multiply-adds are split into row blocks over the
+# workers (below it one single-threaded product is faster than handing work to another thread).
+MATMUL_SPLIT_MACS = 4_000_000
+
+
+class _ThreadState(threading.local):
+    def __init__(self):
+        self.in_worker = False  # inside a chunk: BLAS is already single-threaded, no fan-out
+        self.blas_depth = 0  # nesting of single_threaded_blas in this thread
+
+
+_local = _ThreadState()
+_state = {"pool": None, "pool_size": 0, "blas": None, "workers": None}
+_lock = threading.Lock()
+
+
+def _forget_pool_after_fork():
+    # a forked child has none of the parent's pool threads: work queued there would never run
+    global _lock
+    _state.update(pool=None, pool_size=0)
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def worker_count() -> int:
+    """``WORKERS``, or the number of cores this process may run on."""
+    if WORKERS is not None:
+        return max(1, int(WORKERS))
+    if _state["workers"] is None:
+        try:
+            _state["workers"] = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            _state["workers"] = os.cpu_count() or 1
+    return _state["workers"]
+
+
+def _blas_libraries():
+    """threadpoolctl's controllers of the loaded BLAS libraries, or () without threadpoolctl."""
+    if _state["blas"] is None:
+        with _lock:
+            if _state["blas"] is None:
+                try:
+                    from threadpoolctl import ThreadpoolController
+                    _state["blas"] = tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+                except Exception:  # threadpoolctl missing or unable to inspect the libraries
+                    _state["blas"] = ()
+    return _state["blas"]
+
+
+def _thread_pool():
+    """The executor of the ``worker_count() - 1`` helper threads, or None where threads cannot
+    help: one worker, or no threadpoolctl to keep BLAS from oversubscribing the cores."""
+    workers = worker_count()
+    if workers < 2 or not _blas_libraries():
+        return None
+    with _lock:
+        if _state["pool"] is None or _state["pool_size"] != workers:
+            _state["pool"] = ThreadPoolExecutor(workers - 1, thread_name_prefix="tinygrad_hw")
+            _state["pool_size"] = workers
+        return _state["pool"]
+
+
+@contextlib.contextmanager
+def single_threaded_blas(be):
+    """Run the body with one BLAS thread on NumPy (restored afterwards; nests)."""
+    if be.name != "numpy" or _local.in_worker or _local.blas_depth:
+        yield
+        return
+    libraries = _blas_libraries()
+    saved = [lib.get_num_threads() for lib in libraries]
+    for lib, count in zip(libraries, saved):
+        if count != 1:
+            lib.set_num_threads(1)
+    _local.blas_depth += 1
+    try:
+        yield
+    finally:
+        _local.blas_depth -= 1
+        for lib, count in zip(libraries, saved):
+            if count and count != 1:
+                lib.set_num_threads(count)
+
+
+def map_chunks(be, fn, chunks):
+    """``[fn(chunk) for chunk in chunks]``. On NumPy the calling thread and ``worker_count() - 1``
+    pool threads take chunks in turn, each with a single-threaded BLAS; every chunk writes its own
+    part of the result, so the order of completion does not matter."""
+    if be.name != "numpy" or len(chunks) < 2:
+        return [fn(c) for c in chunks]  # one chunk is small work: BLAS decides its threads
+    with single_threaded_blas(be):
+        pool = None if _local.in_worker else _thread_pool()
+        if pool is None:
+            return [fn(c) for c in chunks]
+        results = [None] * len(chunks)
+        taken = itertools.count()  # next() on a count is atomic under the GIL
+
+        def work():
+            _local.in_worker = True  # a kernel called from fn must not fan out again
+            try:
+                for i in iter(taken.__next__, None):
+                    if i >= len(chunks):
+                        return
+                    results[i] = fn(chunks[i])
+            finally:
+                _local.in_worker = False
+
+        helpers = min(_state["pool_size"] - 1, len(chunks) - 1)
+        futures = [pool.submit(work) for _ in range(helpers)]
+        try:
+            work()
+        finally:
+            futures_wait(futures)  # every helper is done before BLAS gets its threads back
+        for future in futures:
+            future.result()  # re-raise a helper's error
+        return results
+
+
+def matmul(be, a, b):
+    """``a @ b`` for 2-D ``a`` (m, k) and ``b`` (k, n) into a fresh array. On NumPy a large
+    product is cut into row blocks of ``a`` over the workers, each with a single-threaded BLAS;
+    a small one is left to BLAS (switching its thread count costs more than it saves there)."""
+    xp = be.xp
+    m = a.shape[0]
+    parts = min(worker_count(), m)
+    if be.name != "numpy" or parts < 2 or m * a.shape[1] * b.shape[1] < MATMUL_SPLIT_MACS:
+        return xp.matmul(a, b)
+    out = xp.empty((m, b.shape[1]), dtype=xp.result_type(a, b))
+    step = -(-m // parts)
+
+    def block(start):
+        xp.matmul(a[start:start + step], b, out=out[start:start + step])
+
+    map_chunks(be, block, list(range(0, m, step)))
+    return out
