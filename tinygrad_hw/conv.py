@@ -44,7 +44,7 @@ import threading
 import numpy
 
 from .function import Function
-from .parallel import map_chunks, worker_count
+from .parallel import map_chunks, split_ranges, worker_count
 
 __all__ = [
     "Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad",
@@ -548,23 +548,41 @@ def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), c
               pool_output_size(w, kw, stride[1], padding[1], dilation[1], ceil_mode))
     oh, ow = out_hw
     positions = kh * kw
-    if _pool_tiles(kernel, stride, padding, dilation, x.shape, out_hw):
+    idx_dtype = xp.int8 if positions <= 127 else (xp.int16 if positions <= 32767 else xp.int32)
+    y = xp.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = xp.zeros((n, c, oh, ow), dtype=idx_dtype)
+
+    def chunk(span):
+        n0, n1 = span
+        _max_pool_images(be, x[n0:n1], y[n0:n1], argmax[n0:n1], kernel, stride, padding, dilation)
+
+    map_chunks(be, chunk, split_ranges(be, n, x.nbytes))
+    return y, argmax
+
+
+def _max_pool_images(be, x, y, argmax, kernel, stride, padding, dilation):
+    """Fill ``y`` with the window maxima of images ``x`` and ``argmax`` (zeros) with their kernel
+    positions."""
+    xp = be.xp
+    h, w = x.shape[2:]
+    kh, kw = kernel
+    oh, ow = y.shape[2:]
+    positions = kh * kw
+    if _pool_tiles(kernel, stride, padding, dilation, x.shape, (oh, ow)):
         # windows that tile the input are strided views of it: no window copy, no padding
         windows = [x[:, :, i:oh * kh:kh, j:ow * kw:kw] for i in range(kh) for j in range(kw)]
-        y = windows[0].copy()
+        xp.copyto(y, windows[0])
         for cell in windows[1:]:
             xp.maximum(y, cell, out=y)
     else:
         pads = (padding[0], padding[0], padding[1], padding[1])
-        windows = _pool_windows(be, x, kernel, stride, pads, dilation, out_hw, -math.inf)
-        y = windows.max(axis=0)
-    idx_dtype = xp.int8 if positions <= 127 else (xp.int16 if positions <= 32767 else xp.int32)
+        windows = _pool_windows(be, x, kernel, stride, pads, dilation, (oh, ow), -math.inf)
+        windows.max(axis=0, out=y)
     is_nan = y != y
     has_nan = bool(is_nan.any()) if be.name == "numpy" else True  # skip the NaN pass when possible
     # the first maximum's position = how many leading positions miss it: count, position by
     # position, the outputs whose window has not matched yet. A position only counts as a
     # match where its window cell is inside the input (padding never wins, even against -inf).
-    argmax = xp.zeros(y.shape, dtype=idx_dtype)
     unmatched = xp.ones(y.shape, dtype=bool)
     for t in range(positions - 1):
         i, j = divmod(t, kw)
@@ -578,7 +596,6 @@ def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), c
                 miss &= ~(is_nan[block] & (cand != cand))
             unmatched[block] &= miss
         argmax += unmatched
-    return y, argmax
 
 
 def max_pool2d_flat_indices(be, argmax, input_shape, kernel, stride, padding, dilation, plane=False):
@@ -607,10 +624,16 @@ def max_pool2d_scatter(be, gy, flat_index, input_shape, overlapping=True):
     Overlapping windows may share a maximum, whose gradients then add up."""
     xp = be.xp
     gx = xp.zeros(math.prod(input_shape), dtype=gy.dtype)
-    if overlapping:
-        be.scatter_add(gx, flat_index.reshape(-1), gy.reshape(-1))
-    else:  # every input cell is in at most one window: a plain assignment is a scatter
-        gx[flat_index.reshape(-1)] = gy.reshape(-1)
+
+    def chunk(span):  # the images' cells are disjoint: chunks of images scatter independently
+        n0, n1 = span
+        index, grads = flat_index[n0:n1].reshape(-1), gy[n0:n1].reshape(-1)
+        if overlapping:
+            be.scatter_add(gx, index, grads)
+        else:  # every input cell is in at most one window: a plain assignment is a scatter
+            gx[index] = grads
+
+    map_chunks(be, chunk, split_ranges(be, input_shape[0], gx.nbytes))
     return gx.reshape(input_shape)
 
 

@@ -29,7 +29,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
-__all__ = ["WORKERS", "worker_count", "map_chunks", "matmul", "single_threaded_blas"]
+__all__ = ["WORKERS", "worker_count", "map_chunks", "matmul", "single_threaded_blas", "split_ranges"]
 
 # Threads that take chunks of a kernel on NumPy (the calling thread is one of them).
 # None: the number of usable cores. 1 turns the worker threads off.
@@ -37,6 +37,9 @@ WORKERS = None
 # Matrix products with at least this many multiply-adds are split into row blocks over the
 # workers (below it one single-threaded product is faster than handing work to another thread).
 MATMUL_SPLIT_MACS = 4_000_000
+# Memory-bound kernels (max pooling and its backward) split their images over the workers from
+# this many bytes of input.
+SPLIT_BYTES = 1 << 20
 
 
 class _ThreadState(threading.local):
@@ -171,3 +174,12 @@ def matmul(be, a, b):
 
     map_chunks(be, block, list(range(0, m, step)))
     return out
+
+
+def split_ranges(be, length, nbytes):
+    """(start, stop) ranges of ``length`` items for a memory-bound kernel: one per worker on NumPy
+    when ``nbytes`` reaches ``SPLIT_BYTES``, else one range."""
+    parts = min(worker_count(), length) if be.name == "numpy" and nbytes >= SPLIT_BYTES else 1
+    per = -(-length // max(parts, 1))
+    return [(s, min(length, s + per)) for s in range(0, length, per)] or [(0, 0)]
+
