@@ -105,8 +105,9 @@ def _workspace(be, slot: str, shape, dtype):
     return buf[:size].reshape(shape)
 
 
-# How many zero-bordered scratch arrays (below) one thread keeps.
-_BORDERED_KEEP = 16
+# How many zero-bordered scratch arrays (below) one thread keeps: enough for the input phases of
+# every Winograd layer of a network in both directions (each under a megabyte at batch 64).
+_BORDERED_KEEP = 32
 
 
 def _bordered_workspace(be, slot: str, shape, dtype, layout):
@@ -465,9 +466,15 @@ def _winograd_weight_grad(be, x, gy, padding):
         v = _winograd_input(be, x[n0:n1], padding[0], padding[2], tiles)
         # M = A gy A^T for every 2x2 tile of gy, with A = [[1, 0], [1, 1], [1, -1], [0, -1]] (the
         # two minus signs of the last row and column are folded into the final filter transform).
-        # gy's phases go straight to the corners M[3a, 3e]; their cells past the edge and in the
-        # filler column are never written, so they stay zero from the allocation.
-        m = _bordered_workspace(be, "wino_m", (4, 4, o, b, th, r), gy.dtype, (oh, ow))
+        # gy's phases go straight to the corners M[3a, 3e], zero in the filler column and past
+        # the edge (the odd phase of an odd-sized map is one row or column short)
+        m = _workspace(be, "wino_m", (4, 4, o, b, th, r), gy.dtype)
+        corners = m[0::3, 0::3]
+        corners[..., tw:] = 0
+        if oh % 2:
+            corners[1, :, :, :, th - 1] = 0
+        if ow % 2:
+            corners[:, 1, :, :, :, tw - 1] = 0
         for a in range(2):
             for e in range(2):
                 src = gy[n0:n1, :, a::2, e::2]
