@@ -1,6 +1,5 @@
 """Determinism (bit-identical weights run to run and process to process) and no lost work
 (a checkpoint killed mid-save is always the old or the new one; resuming reproduces the run)."""
-import hashlib
 import os
 import signal
 import subprocess
@@ -10,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import tinygrad_hw as hw
 
