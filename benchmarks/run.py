@@ -737,7 +737,7 @@ def print_environment(env):
         print(f"gpu: {env['gpu']}")
     print(f"versions: numpy {env['versions']['numpy']}, torch {env['versions']['torch']}, "
           f"tinygrad_hw {env['versions']['tinygrad_hw']}; backend {env['backend']} vs torch on {env['torch_device']}")
-    print(f"threads: numpy BLAS {t['threads']}, tinygrad_hw conv workers {t.get('tinygrad_hw_conv_workers')}, "
+    print(f"threads: numpy BLAS {t['threads']}, tinygrad_hw workers {t.get('tinygrad_hw_conv_workers')}, "
           f"torch {t['torch_threads']} (torch BLAS: {t['torch_blas']}, "
           f"CPU capability {t['torch_cpu_capability']})")
     for p in t.get("threadpools") or []:
@@ -801,7 +801,7 @@ def update_readme(result, table, path=README):
         f"Python {m['python']}; numpy {env['versions']['numpy']} (BLAS: {kernels}), torch "
         f"{env['versions']['torch']} ({env['threads']['torch_blas']}, {env['threads']['torch_cpu_capability']}); "
         f"threads: {env['threads']['threads']} BLAS / {env['threads'].get('tinygrad_hw_conv_workers')} "
-        f"tinygrad_hw conv workers / {env['threads']['torch_threads']} torch; "
+        f"tinygrad_hw workers / {env['threads']['torch_threads']} torch; "
         f"{', '.join(f'{k}={v}' for k, v in env['env'].items() if v is not None) or 'no OPENBLAS_/OMP_/MKL_ variables set'}; "
         f"load average at start {env['loadavg_start']}."
         + (f" GPU: {env['gpu']}." if "gpu" in env else ""),
