@@ -35,7 +35,7 @@ __all__ = ["WORKERS", "worker_count", "map_chunks", "matmul", "single_threaded_b
 # None: the number of usable cores. 1 turns the worker threads off.
 WORKERS = None
 # Matrix products with at least this many multiply-adds are split into row blocks over the
-# workers (below it one single-threaded product is faster than handing work to another thread).
+# workers; smaller ones are left to BLAS as configured (too short to pay for a hand-over).
 MATMUL_SPLIT_MACS = 4_000_000
 # Memory-bound kernels (max pooling and its backward) split their images over the workers from
 # this many bytes of input.
