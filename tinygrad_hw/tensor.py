@@ -196,15 +196,9 @@ class Tensor:
 
     @staticmethod
     def _make(data, be, requires_grad=False) -> "Tensor":
-        """Wrap an array of backend ``be`` without any conversion (the engine's fast path;
-        ``_init`` written out: this runs for every op)."""
+        """Wrap an array of backend ``be`` without any conversion (the engine's fast path)."""
         t = _new_tensor(Tensor)
-        t.data = data
-        t._be = be
-        t.requires_grad = requires_grad
-        t.grad = None
-        t._ctx = None
-        t._retains_grad = False
+        t._init(data, be, requires_grad)
         return t
 
     def _const(self, array) -> "Tensor":
