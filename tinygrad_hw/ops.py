@@ -192,7 +192,7 @@ class Abs(_Masked):
 
 class Relu(_Masked):
     """max(a, 0): NaN stays NaN, gradient 1 where a > 0. Deviation: relu(-0.0) is +0.0 here
-    (PyTorch keeps -0.0); one pass instead of two."""
+    (PyTorch keeps -0.0), the price of making the output with one ``maximum``."""
 
     def forward(self, a):
         self.slope = a > 0
