@@ -207,6 +207,7 @@ class Optimizer:
             for index, p in zip(saved["params"], mine["params"]):
                 param_of[index] = p
         self.state = defaultdict(dict)
+        self.__dict__.pop("_placed", None)  # new state dicts: _state_of checks them afresh
         for index, saved_state in state_dict["state"].items():
             p = param_of.get(index)
             if p is None:
