@@ -701,15 +701,6 @@ def write_plots(out, metrics) -> list:
 # ==================================================================================================
 # gradients against PyTorch
 # ==================================================================================================
-def _disable_dropout(model):
-    """Training mode (BatchNorm on batch statistics) with every dropout layer switched off."""
-    model.train()
-    for m in model.modules():
-        if type(m).__name__ in ("Dropout", "Dropout2d"):
-            m.eval()
-    return model
-
-
 def reference_pair(name, dtype="float64", **kwargs):
     """(tinygrad_hw model, PyTorch model) of ``name`` with identical weights in ``dtype``, both in
     training mode with dropout off."""
@@ -718,36 +709,18 @@ def reference_pair(name, dtype="float64", **kwargs):
     ours = models.build(name, **kwargs).to("numpy", dtype)
     theirs = models.torch_model(name, **kwargs).to(getattr(torch, dtype))
     models.copy_weights(ours, theirs)
-    return _disable_dropout(ours), _disable_dropout(theirs)
+    return hw.testing.disable_dropout(ours), hw.testing.disable_dropout(theirs)
 
 
-def rel_err(a, b) -> float:
-    """max |a - b| / max |b| (0 when both are zero)."""
-    a, b = numpy.asarray(a, dtype=numpy.float64), numpy.asarray(b, dtype=numpy.float64)
-    scale = numpy.abs(b).max() if b.size else 0.0
-    diff = numpy.abs(a - b).max() if a.size else 0.0
-    return float(diff / scale) if scale > 0 else float(diff)
+rel_err = hw.testing.rel_err
 
 
 def compare_gradients(name, images, labels, dtype="float64", label_smoothing=0.0, **kwargs):
-    """Loss and every parameter gradient of ``name`` on one batch, tinygrad_hw vs PyTorch.
-
-    ``images``: (N, 3, 32, 32) float array (already normalised), ``labels``: (N,) ints. Returns
-    ``{'loss': rel err, 'grads': {param name: rel err}, 'loss_value': ours}``."""
-    import torch
+    """Loss and every parameter gradient of network ``name`` on one batch, tinygrad_hw against
+    PyTorch: :func:`tinygrad_hw.testing.compare_gradients` on a fresh :func:`reference_pair`.
+    ``images``: (N, 3, 32, 32) float array (already normalised), ``labels``: (N,) ints."""
     ours, theirs = reference_pair(name, dtype, **kwargs)
-    x = numpy.asarray(images, dtype=dtype)
-    y = numpy.asarray(labels, dtype=numpy.int64)
-    loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)(ours(hw.Tensor(x)), hw.Tensor(y))
-    loss.backward()
-    ref = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)(
-        theirs(torch.from_numpy(x)), torch.from_numpy(y))
-    ref.backward()
-    theirs_grads = dict(theirs.named_parameters())
-    grads = {}
-    for pname, p in ours.named_parameters():
-        grads[pname] = rel_err(p.grad.numpy(), theirs_grads[pname].grad.numpy())
-    return {"loss": rel_err(loss.item(), ref.item()), "grads": grads, "loss_value": loss.item()}
+    return hw.testing.compare_gradients(ours, theirs, images, labels, label_smoothing)
 
 
 def compare_trajectories(name, batches, optimizer="sgd", lr=0.01, dtype="float64", **kwargs):
@@ -786,60 +759,30 @@ def compare_trajectories(name, batches, optimizer="sgd", lr=0.01, dtype="float64
     return {"loss": loss_err, "params": param_err, "moved": moved}
 
 
-def _pool_windows(array, kernel):
-    n, c, h, w = array.shape
-    k = kernel if isinstance(kernel, int) else kernel[0]
-    return array.reshape(n, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5).reshape(
-        n, c, h // k, w // k, k * k)
-
-
-def maxpool_routes(model, images):
-    """For a Sequential network of either library (training mode): which element of each
-    max-pooling window is the maximum (first maximum on ties), per pooling layer. A window
-    whose maximum is 0 (all inputs 0 after a ReLU) routes no gradient and is marked -1."""
-    routes = []
-    is_torch = not isinstance(model, nn.Module)
-    if is_torch:
-        import torch
-        a = torch.from_numpy(numpy.ascontiguousarray(images))
-    else:
-        a = hw.Tensor(numpy.ascontiguousarray(images))
-    for layer in model:
-        if type(layer).__name__ == "MaxPool2d":
-            array = a.detach().numpy() if is_torch else a.numpy()
-            win = _pool_windows(array, layer.kernel_size)
-            route = win.argmax(-1)
-            route[win.max(-1) == 0] = -1
-            routes.append(route)
-        a = layer(a)
-    return routes
-
-
-def same_routing_batch(name, images, labels, batch, **kwargs):
-    """The first ``batch`` consecutive images (from offset 0, then ``batch``, ...) on which the
-    float32 tinygrad_hw and PyTorch networks pick the same element of every max-pooling window.
-
-    Real images hold near-ties (two window elements within float32 rounding of each other, or
-    equal in exact arithmetic, as in flat image regions); there one float32 rounding decides
-    which element receives the gradient, in either library, and the parameter gradients then
-    differ by far more than 1e-4 although both are correct float32 computations. Comparing
-    float32 gradients is meaningful only where the routing is the same. Returns
-    (images, labels, offset) or None when no batch qualifies."""
-    ours, theirs = reference_pair(name, "float32", **kwargs)
+def agreeing_batch(name, images, labels, batch, label_smoothing=0.0, **kwargs):
+    """float32 gradients of network ``name`` on the first ``batch`` consecutive images (from
+    offset 0, then ``batch``, ...) where tinygrad_hw's float32 pass, PyTorch's float32 pass and
+    the float64 pass make the same choice in every max-pooling window and ReLU (see
+    :mod:`tinygrad_hw.testing`). Returns ``(comparison, offset)``, or ``(None, batches
+    tried)`` when no batch qualifies."""
+    tried = 0
     for offset in range(0, len(labels) - batch + 1, batch):
-        x = numpy.asarray(images[offset:offset + batch], dtype=numpy.float32)
-        if all(numpy.array_equal(a, b) for a, b in zip(maxpool_routes(ours, x),
-                                                        maxpool_routes(theirs, x))):
-            return images[offset:offset + batch], labels[offset:offset + batch], offset
-    return None
+        tried += 1
+        result = compare_gradients(name, images[offset:offset + batch],
+                                   labels[offset:offset + batch], "float32", label_smoothing,
+                                   **kwargs)
+        if result["routes_agree"]:
+            return result, offset
+    return None, tried
 
 
 def check_gradients(cfg: Config, test_data, batch: int = 16, log=_log) -> dict:
     """``--check-gradients``: both networks, float64 and float32, on ``batch`` of the user's
     test images (normalised, no augmentation, dropout off, BatchNorm in training mode); prints
-    the worst relative error per parameter. float64 uses the first ``batch`` images; float32
-    the first batch on which both libraries route max-pooling identically
-    (:func:`same_routing_batch`)."""
+    the worst relative error per parameter. float64 compares with PyTorch's float64 result on
+    the first ``batch`` images. float32 compares ours, and PyTorch's float32 result beside it,
+    with the float64 result of the same network, on the first batch where all three route
+    max-pooling and ReLU identically (:func:`agreeing_batch`)."""
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -848,29 +791,39 @@ def check_gradients(cfg: Config, test_data, batch: int = 16, log=_log) -> dict:
     images = test_data[0].astype(numpy.float64) / 255.0
     images = (images - numpy.reshape(mean, (1, 3, 1, 1))) / numpy.reshape(std, (1, 3, 1, 1))
     labels = test_data[1]
-    limits = {"float64": 1e-9, "float32": 1e-4}
     results, ok = {}, True
     for name in ("seed", "fast"):
         kwargs = cfg.model_kwargs() if name == cfg.model else {}
-        for dtype, limit in limits.items():
-            x, y, where = images[:batch], labels[:batch], f"the first {batch}"
+        for dtype, limit in hw.testing.LIMITS.items():
             if dtype == "float32":
-                found = same_routing_batch(name, images, labels, batch, **kwargs)
-                if found is None:
-                    log(f"{name} net, float32: no batch of {batch} images routes max-pooling "
-                        "identically in both libraries; skipped")
+                r, offset = agreeing_batch(name, images, labels, batch, cfg.label_smoothing,
+                                           **kwargs)
+                if r is None:
+                    log(f"{name} net, float32: none of the {offset} batches of {batch} images "
+                        "routes max-pooling and ReLU the same way in float32 (either library) "
+                        "and float64; not checked")
+                    ok = False
                     continue
-                x, y, offset = found
                 where = f"images {offset}-{offset + batch - 1} of the"
-            r = compare_gradients(name, x, y, dtype, cfg.label_smoothing, **kwargs)
+                against = "the float64 result of the same network"
+            else:
+                r = compare_gradients(name, images[:batch], labels[:batch], dtype,
+                                      cfg.label_smoothing, **kwargs)
+                where, against = f"the first {batch}", "PyTorch float64"
             results[f"{name}/{dtype}"] = r
-            worst = max([r["loss"]] + list(r["grads"].values()))
+            worst = hw.testing.worst_error(r)
             ok &= worst < limit
-            log(f"{name} net, {dtype}, {where} test images: loss {r['loss_value']:.6f}, "
-                f"relative error of the loss {r['loss']:.2e}; worst over parameters "
-                f"{worst:.2e} ({'ok' if worst < limit else 'TOO LARGE'}, limit {limit:g})")
+            torch_note = ""
+            if r["torch_grads"] is not None:
+                torch_worst = max([r["torch_loss"]] + list(r["torch_grads"].values()))
+                torch_note = f" (PyTorch float32: {torch_worst:.2e})"
+            log(f"{name} net, {dtype}, {where} test images, against {against}: loss "
+                f"{r['loss_value']:.6f}, relative error of the loss {r['loss']:.2e}; worst over "
+                f"parameters {worst:.2e}{torch_note} ({'ok' if worst < limit else 'TOO LARGE'}, "
+                f"limit {limit:g})")
             for pname, err in r["grads"].items():
-                log(f"    {pname:32s} {err:.2e}")
+                beside = "" if r["torch_grads"] is None else f"   PyTorch {r['torch_grads'][pname]:.2e}"
+                log(f"    {pname:32s} {err:.2e}{beside}")
     log("all gradients agree with PyTorch" if ok else "SOME GRADIENTS DISAGREE WITH PYTORCH")
     results["ok"] = ok
     return results

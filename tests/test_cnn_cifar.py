@@ -1,6 +1,8 @@
 """Whole small CNNs on a batch of real CIFAR-10 images: the same weights in tinygrad_hw and
-PyTorch give the same loss and the same gradient for every parameter (float64 < 1e-9, float32
-< 1e-4), and BatchNorm's running statistics evolve identically."""
+PyTorch give the same loss and the same gradient for every parameter (float64 against PyTorch
+< 1e-9; float32 against the float64 result of the same network < 1e-4, on a batch where every
+max-pooling and ReLU choice agrees, see tinygrad_hw.testing), and BatchNorm's running statistics
+evolve identically."""
 import io
 import zipfile
 from pathlib import Path
@@ -20,14 +22,15 @@ RTOL = {np.float64: 1e-9, np.float32: 1e-4}
 
 @pytest.fixture(scope="module")
 def cifar_batch():
-    """16 real training images (N, 3, 32, 32) normalised per channel, and their labels."""
+    """64 real training images (N, 3, 32, 32) normalised per channel, and their labels: four
+    candidate batches of 16 for the float32 tests."""
     if not CIFAR_ZIP.exists():
         pytest.skip(f"CIFAR-10 zip not found at {CIFAR_ZIP}")
     Image = pytest.importorskip("PIL.Image")
     images, labels = [], []
     with zipfile.ZipFile(CIFAR_ZIP) as zf:
         names = set(zf.namelist())
-        for i in range(16):
+        for i in range(64):
             label = i % len(CLASSES)
             name = f"train/{CLASSES[label]}/{i // len(CLASSES):04d}.jpg"
             if name not in names:
@@ -36,10 +39,10 @@ def cifar_batch():
                 images.append(np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0)
             labels.append(label)
     x = np.stack(images).transpose(0, 3, 1, 2)
-    assert x.shape == (16, 3, 32, 32)
+    assert x.shape == (64, 3, 32, 32)
     mean = np.array([0.4914, 0.4822, 0.4465]).reshape(1, 3, 1, 1)
     std = np.array([0.2470, 0.2435, 0.2616]).reshape(1, 3, 1, 1)
-    return (x - mean) / std, np.array(labels, dtype=np.int64)
+    return np.ascontiguousarray((x - mean) / std), np.array(labels, dtype=np.int64)
 
 
 def seed_net(lib, p=0.05):
@@ -71,8 +74,20 @@ def twin_models(make, dtype, backend):
 
 
 def compare_step(ours, theirs, x, labels, dtype, backend, **loss_kwargs):
-    """One forward/backward of cross-entropy on both; compare loss and all parameter gradients."""
+    """One forward/backward of cross-entropy on both; compare loss and all parameter gradients.
+    float32 is judged against the float64 result of the same network; returns the loss, or None
+    where a float32 pass routed a max-pooling window or ReLU differently from float64 (the
+    caller then tries another batch)."""
     rtol = RTOL[dtype]
+    if dtype == np.float32:
+        result = hw.testing.compare_gradients(ours, theirs, x, labels, **loss_kwargs)
+        if not result["routes_agree"]:
+            return None
+        assert result["loss"] < rtol, f"loss: relative error {result['loss']:.2e}"
+        for name, err in result["grads"].items():
+            assert err < rtol, (f"gradient of {name}: relative error {err:.2e} (PyTorch float32: "
+                                f"{result['torch_grads'][name]:.2e})")
+        return result["loss_value"]
     x = x.astype(dtype)
     loss = nn.CrossEntropyLoss(**loss_kwargs)(ours(hw.Tensor(x, backend=backend)), hw.Tensor(labels, backend=backend))
     ref = torch.nn.CrossEntropyLoss(**loss_kwargs)(theirs(torch.from_numpy(x)), torch.from_numpy(labels))
@@ -86,31 +101,47 @@ def compare_step(ours, theirs, x, labels, dtype, backend, **loss_kwargs):
     for name, p in ours.named_parameters():
         assert p.grad is not None, f"{name}: no gradient"
         assert_close(p.grad, theirs_params[name].grad, rtol, f"gradient of {name}")
-    return loss
+    return loss.item()
+
+
+def candidate_batches(cifar_batch, dtype):
+    """float64: the first 16 images; float32: each batch of 16 in turn (see compare_step)."""
+    x, labels = cifar_batch
+    count = 1 if dtype == np.float64 else len(labels) // 16
+    return [(x[i * 16:(i + 1) * 16], labels[i * 16:(i + 1) * 16]) for i in range(count)]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_seed_cnn_matches_pytorch_on_cifar(cifar_batch, backend, dtype):
-    x, labels = cifar_batch
-    ours, theirs = twin_models(seed_net, dtype, backend)
-    ours.eval()  # dropout off
-    theirs.eval()
-    loss = compare_step(ours, theirs, x, labels, dtype, backend)
-    assert 1.5 < loss.item() < 3.5  # ~log(10) for a fresh network on real images
-    ours_p0, theirs_p0 = twin_models(lambda lib: seed_net(lib, p=0.0), dtype, backend)
-    compare_step(ours_p0.train(), theirs_p0.train(), x, labels, dtype, backend, label_smoothing=0.1)
+    for x, labels in candidate_batches(cifar_batch, dtype):
+        ours, theirs = twin_models(seed_net, dtype, backend)
+        ours.eval()  # dropout off
+        theirs.eval()
+        loss = compare_step(ours, theirs, x, labels, dtype, backend)
+        if loss is None:
+            continue
+        assert 1.5 < loss < 3.5  # ~log(10) for a fresh network on real images
+        ours_p0, theirs_p0 = twin_models(lambda lib: seed_net(lib, p=0.0), dtype, backend)
+        if compare_step(ours_p0.train(), theirs_p0.train(), x, labels, dtype, backend,
+                        label_smoothing=0.1) is not None:
+            return
+    pytest.fail("no batch routes max-pooling and ReLU the same way in float32 and float64")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batchnorm_cnn_matches_pytorch_on_cifar(cifar_batch, backend, dtype):
-    x, labels = cifar_batch
-    ours, theirs = twin_models(bn_net, dtype, backend)
-    for step in range(2):  # train mode, batch statistics; running statistics follow PyTorch's
-        half = slice(8 * step, 8 * step + 8)
-        compare_step(ours, theirs, x[half], labels[half], dtype, backend)
-        theirs_state = theirs.state_dict()
-        for name, value in ours.state_dict().items():
-            assert_close(value, theirs_state[name], RTOL[dtype], f"state {name} after step {step + 1}")
-    ours.eval()
-    theirs.eval()
-    compare_step(ours, theirs, x, labels, dtype, backend)
+    for x, labels in candidate_batches(cifar_batch, dtype):
+        ours, theirs = twin_models(bn_net, dtype, backend)
+        routed = True
+        for step in range(2):  # train mode, batch statistics; running statistics follow PyTorch's
+            half = slice(8 * step, 8 * step + 8)
+            routed &= compare_step(ours, theirs, x[half], labels[half], dtype, backend) is not None
+            theirs_state = theirs.state_dict()
+            for name, value in ours.state_dict().items():
+                assert_close(value, theirs_state[name], RTOL[dtype], f"state {name} after step {step + 1}")
+        ours.eval()
+        theirs.eval()
+        routed &= compare_step(ours, theirs, x, labels, dtype, backend) is not None
+        if routed:
+            return
+    pytest.fail("no batch routes max-pooling and ReLU the same way in float32 and float64")

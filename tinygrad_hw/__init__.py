@@ -8,5 +8,5 @@ from .gradcheck import gradcheck, gradgradcheck
 from . import optim, data
 
 __version__ = "0.1.0"
-from . import nn
+from . import nn, testing
 from .serialization import CheckpointError, load, save
