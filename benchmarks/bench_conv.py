@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tinygrad_hw as hw  # noqa: E402
-from tinygrad_hw import conv as cv  # noqa: E402
-from tinygrad_hw import parallel  # noqa: E402
+from tinygrad_hw.kernels import conv as cv, winograd  # noqa: E402
+from tinygrad_hw.kernels import parallel  # noqa: E402
 import tinygrad_hw.nn.functional as hwF  # noqa: E402
 
 CASES = [  # (batch, in channels, out channels, size) with 3x3 kernels, padding 1
@@ -105,14 +105,14 @@ def main():
                         help="1: torch, BLAS and our chunk workers single-threaded (steadier on a busy machine)")
     parser.add_argument("--no-winograd", action="store_true", help="im2col for every convolution")
     args = parser.parse_args()
-    cv.WINOGRAD = not args.no_winograd
+    winograd.ENABLED = not args.no_winograd
     if args.threads == 1:
         from threadpoolctl import threadpool_limits
         threadpool_limits(1, user_api="blas")
         torch.set_num_threads(1)
         parallel.WORKERS = 1
     print(f"torch threads {torch.get_num_threads()}, our chunk workers {parallel.worker_count()}, float32, "
-          f"3x3 pad 1, winograd {cv.WINOGRAD}; times in ms as best/median; load average {os.getloadavg()[0]:.2f}")
+          f"3x3 pad 1, winograd {winograd.ENABLED}; times in ms as best/median; load average {os.getloadavg()[0]:.2f}")
     for case in CASES:
         res = conv_case(*case, args.repeats, input_grad=case[1] != 3)
         line = []

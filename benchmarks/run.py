@@ -674,7 +674,7 @@ def configure_threads(torch, threads: int) -> dict:
     info = {"threads": threads}
     # tinygrad_hw's NumPy convolutions run chunks in their own worker threads (one per usable
     # core unless told otherwise): hold them to the same count.
-    from tinygrad_hw import parallel as hw_parallel
+    from tinygrad_hw.kernels import parallel as hw_parallel
     hw_parallel.WORKERS = threads
     info["tinygrad_hw_conv_workers"] = threads
     torch.set_num_threads(threads)

@@ -7,8 +7,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import tinygrad_hw as hw
-from tinygrad_hw import conv as cv
-from tinygrad_hw import parallel
+from tinygrad_hw.kernels import conv as cv
+from tinygrad_hw.kernels import geometry, parallel, scratch, winograd
 import tinygrad_hw.nn.functional as hwF
 from tinygrad_hw.backend import get_backend
 
@@ -28,12 +28,12 @@ def conv_path(request, monkeypatch):
     one image per chunk (CHUNK_BYTES=1, chunks shared by worker threads); and Winograd for every
     3x3 / stride-1 convolution whatever its channel count."""
     if request.param in ("chunked", "winograd"):
-        monkeypatch.setattr(cv, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(scratch, "CHUNK_BYTES", 1)
     if request.param == "winograd":
-        monkeypatch.setattr(cv, "WINOGRAD_MIN_CHANNELS", 1)
-        monkeypatch.setattr(cv, "WINOGRAD_MIN_SIZE", 1)
+        monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+        monkeypatch.setattr(winograd, "MIN_SIZE", 1)
     else:
-        monkeypatch.setattr(cv, "WINOGRAD", False)
+        monkeypatch.setattr(winograd, "ENABLED", False)
     return request.param
 
 
@@ -90,8 +90,8 @@ def pool_cases(draw, with_dilation=True):
     ceil_mode = draw(st.booleans())
     h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 9))
     w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 9))
-    oh = cv.pool_output_size(h, kh, sh, ph, dh, ceil_mode)
-    ow = cv.pool_output_size(w, kw, sw, pw, dw, ceil_mode)
+    oh = geometry.pool_output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = geometry.pool_output_size(w, kw, sw, pw, dw, ceil_mode)
     # windows lying entirely in the padding are refused (tested separately)
     assume(not _window_misses_input(h, oh, kh, sh, ph, dh) and not _window_misses_input(w, ow, kw, sw, pw, dw))
     return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 3)), h=h, w=w, kernel=(kh, kw),
@@ -131,9 +131,9 @@ def test_conv2d_matches_torch(backend, conv_path, case):
 @settings(max_examples=40, deadline=None)
 @given(case=winograd_cases())
 def test_conv2d_winograd_matches_torch(backend, monkeypatch, case):
-    monkeypatch.setattr(cv, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(cv, "WINOGRAD_MIN_SIZE", 1)
-    monkeypatch.setattr(cv, "CHUNK_BYTES", 1 if case["seed"] % 2 else cv.CHUNK_BYTES)
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_SIZE", 1)
+    monkeypatch.setattr(scratch, "CHUNK_BYTES", 1 if case["seed"] % 2 else scratch.CHUNK_BYTES)
     _check_conv2d(backend, case)
 
 
@@ -144,12 +144,12 @@ def test_winograd_is_used_for_wide_3x3_convolutions(monkeypatch):
     rng = _rng(5)
     x = rng.standard_normal((4, 32, 10, 9)).astype(np.float32)
     w = rng.standard_normal((40, 32, 3, 3)).astype(np.float32)
-    assert cv._winograd_applies(be, 32, 40, (3, 3), (1, 1), (1, 1), 1, x.dtype, (10, 9))
-    assert not cv._winograd_applies(be, 32, 40, (3, 3), (2, 2), (1, 1), 1, x.dtype, (10, 9))
-    assert not cv._winograd_applies(be, 16, 40, (3, 3), (1, 1), (1, 1), 1, x.dtype, (10, 9))
-    assert not cv._winograd_applies(be, 32, 40, (3, 3), (1, 1), (1, 1), 1, x.dtype, (4, 4))
+    assert winograd.applies(be, 32, 40, (3, 3), (1, 1), (1, 1), 1, x.dtype, (10, 9))
+    assert not winograd.applies(be, 32, 40, (3, 3), (2, 2), (1, 1), 1, x.dtype, (10, 9))
+    assert not winograd.applies(be, 16, 40, (3, 3), (1, 1), (1, 1), 1, x.dtype, (10, 9))
+    assert not winograd.applies(be, 32, 40, (3, 3), (1, 1), (1, 1), 1, x.dtype, (4, 4))
     y = cv.conv2d_forward(be, x, w, (1, 1), (1, 1, 1, 1))
-    monkeypatch.setattr(cv, "WINOGRAD", False)
+    monkeypatch.setattr(winograd, "ENABLED", False)
     ref = cv.conv2d_forward(be, x, w, (1, 1), (1, 1, 1, 1))
     assert y.dtype == np.float32
     assert_close(y, ref, 1e-5, "winograd vs im2col")
@@ -391,7 +391,7 @@ def _t(shape, dtype=np.float32):
 @pytest.mark.parametrize("call,error,words", [
     (lambda: hwF.conv2d(_t((2, 3, 4)).reshape(2, 12), _t((1, 3, 1, 1))), ValueError, ["conv2d", "4-D", "(2, 12)"]),
     (lambda: hwF.conv2d(_t((1, 1, 2, 3, 4)), _t((1, 1, 1, 1))), ValueError, ["conv2d", "(1, 1, 2, 3, 4)"]),
-    (lambda: hwF.conv2d(_t((1, 4, 5, 5)), _t((2, 3, 3, 3))), ValueError, ["conv2d", "4 channels", "expects 3"]),
+    (lambda: hwF.conv2d(_t((1, 4, 5, 5)), _t((2, 3, 3, 3))), ValueError, ["conv2d", "(1, 4, 5, 5)", "4 channels", "expects (N, 3, H, W)"]),
     (lambda: hwF.conv2d(_t((1, 4, 5, 5)), _t((3, 2, 3, 3)), groups=2), ValueError, ["not divisible by groups=2"]),
     (lambda: hwF.conv2d(_t((1, 1, 2, 2)), _t((1, 1, 3, 3))), ValueError, ["conv2d", "larger than the padded input 2x2"]),
     (lambda: hwF.conv2d(_t((1, 1, 4, 4), np.int64), _t((1, 1, 3, 3), np.int64)), TypeError,
@@ -423,7 +423,7 @@ def test_errors_name_op_and_shapes(call, error, words):
 def test_chunk_workers_survive_fork(monkeypatch):
     """A forked child has none of the parent's worker threads; its convolutions must still run."""
     import os
-    monkeypatch.setattr(cv, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(scratch, "CHUNK_BYTES", 1)
     be = get_backend("numpy")
     rng = _rng(6)
     x, w = rng.standard_normal((4, 3, 6, 6)), rng.standard_normal((2, 3, 3, 3))

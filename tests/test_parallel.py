@@ -3,7 +3,7 @@ result, errors in a worker reach the caller, and BLAS gets its thread count back
 import numpy as np
 import pytest
 
-from tinygrad_hw import parallel
+from tinygrad_hw.kernels import parallel
 from tinygrad_hw.backend import get_backend
 
 

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import tinygrad_hw as hw  # noqa: E402
-from tinygrad_hw import conv  # noqa: E402
+from tinygrad_hw.ops import conv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))

@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import tinygrad_hw as hw
 from tinygrad_hw import Tensor
-from tinygrad_hw.function import Function
+from tinygrad_hw.autograd import Function
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ Everything in the engine reaches arrays through a :class:`Backend` object: its a
 between the two libraries. A new backend is one new subclass. This is the only module that
 imports CuPy, and it does so only when the ``cupy`` backend is first asked for.
 
-The module also holds the library-wide settings that every layer needs: the default dtype,
-the default backend and the global seed.
+The module also holds the library-wide settings that every layer needs: the default backend
+and the global seed (the default dtype is in :mod:`tinygrad_hw.dtypes`).
 """
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import numpy
 
 __all__ = [
     "Backend", "NumpyBackend", "CupyBackend", "get_backend", "set_backend", "backend_of",
-    "set_default_dtype", "get_default_dtype", "manual_seed", "host_rng", "to_dtype",
-    "get_rng_state", "set_rng_state",
+    "manual_seed", "host_rng", "get_rng_state", "set_rng_state",
 ]
 
 
@@ -195,7 +194,6 @@ def _float_for_rng(dtype):
 _BACKEND_TYPES = {"numpy": NumpyBackend, "cupy": CupyBackend}
 _instances: dict[str, Backend] = {}
 _seed: int | None = None
-_default_dtype = numpy.dtype(numpy.float32)
 _default_backend_name = os.environ.get("TINYGRAD_HW_BACKEND", "numpy").strip().lower() or "numpy"
 # Host-side generator for draws that must not depend on the backend (parameter initialisation),
 # so that one seed gives the same model on the CPU and on the GPU.
@@ -231,27 +229,6 @@ def backend_of(array) -> Backend:
     if type(array).__module__.startswith("cupy"):
         return get_backend("cupy")
     raise TypeError(f"expected a numpy or cupy array, got {type(array).__name__}")
-
-
-def set_default_dtype(dtype) -> None:
-    """Set the floating dtype of tensors made from Python numbers and of new parameters."""
-    global _default_dtype
-    dt = numpy.dtype(dtype)
-    if dt.kind != "f":
-        raise TypeError(f"set_default_dtype: expected a floating dtype, got {dt}")
-    _default_dtype = dt
-
-
-def get_default_dtype() -> numpy.dtype:
-    return _default_dtype
-
-
-def to_dtype(dtype) -> numpy.dtype:
-    """``dtype`` ('float32', numpy.float64, ...) as a numpy.dtype (CuPy uses the same objects)."""
-    try:
-        return numpy.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"not a dtype: {dtype!r}") from exc
 
 
 def manual_seed(seed: int) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy
 
-from .tensor import Tensor, grad
+from .autograd import grad
+from .tensor import Tensor
 
 __all__ = ["gradcheck", "gradgradcheck"]
 

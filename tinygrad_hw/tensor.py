@@ -1,104 +1,26 @@
-"""The Tensor and the reverse-mode autograd engine.
+"""The Tensor: an n-dimensional array on a backend, with PyTorch's API and reverse-mode autograd.
 
-A Tensor wraps one backend array (``.data``). Operations on tensors that need gradients record
-the :class:`~tinygrad_hw.function.Function` that made them in ``._ctx``; ``backward()`` walks that
-graph in reverse topological order (iteratively, so a chain of 100,000 ops is fine), calls each
-op's ``backward`` and accumulates gradients. With ``create_graph=True`` the backward pass runs with
-recording on, so its result is itself differentiable.
+A Tensor wraps one backend array (``.data``). Every method that computes is a one-line ``def``
+that checks its arguments and calls a differentiable op of :mod:`tinygrad_hw.ops` (or composes
+other methods); recording the op and walking the graph backwards are the engine's job
+(:mod:`tinygrad_hw.autograd`). ``cat``, ``stack`` and ``where``, which combine several tensors,
+are here too; the factories (``zeros``, ``randn``...) are in :mod:`tinygrad_hw.creation`.
 """
 from __future__ import annotations
 
 import numbers
-import os
-import sys
-import weakref
 
 import numpy
 
 from . import backend as _backend
 from . import ops
-from .backend import get_backend, get_default_dtype, to_dtype
+from .autograd import engine
+from .backend import get_backend
+from .dtypes import get_default_dtype, is_float, promote_types, to_dtype
 
-__all__ = ["Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like", "randn", "rand",
-           "arange", "cat", "stack", "where", "no_grad", "enable_grad", "is_grad_enabled", "grad",
-           "detect_anomaly", "AnomalyError"]
+__all__ = ["Tensor", "cat", "stack", "where"]
 
-_grad_enabled = True
-_anomaly_mode = False
 _new_tensor = object.__new__
-_backward_node = None  # under detect_anomaly: the op whose backward is running
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-class _GradMode:
-    """Context manager (and decorator) that switches graph recording off or on."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        global _grad_enabled
-        self.prev, _grad_enabled = _grad_enabled, self.enabled
-
-    def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self.prev
-
-    def __call__(self, fn):
-        def wrapper(*args, **kwargs):
-            with _GradMode(self.enabled):
-                return fn(*args, **kwargs)
-        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
-        return wrapper
-
-
-def no_grad():
-    """``with hw.no_grad():`` records no graph inside (also usable as a decorator)."""
-    return _GradMode(False)
-
-
-def enable_grad():
-    """``with hw.enable_grad():`` records the graph again inside a ``no_grad`` region."""
-    return _GradMode(True)
-
-
-def is_grad_enabled() -> bool:
-    return _grad_enabled
-
-
-class AnomalyError(RuntimeError):
-    """A NaN or infinity appeared under ``detect_anomaly()``; the message names the op and its origin."""
-
-
-class detect_anomaly:
-    """``with hw.detect_anomaly():`` checks every op's output, and every gradient computed in
-    backward, for NaN/Inf and raises :class:`AnomalyError` naming the first op that produced one
-    and the line of user code that created it. It costs one reduction per op: a debugging aid."""
-
-    def __enter__(self):
-        global _anomaly_mode
-        self.prev, _anomaly_mode = _anomaly_mode, True
-        return self
-
-    def __exit__(self, *exc):
-        global _anomaly_mode
-        _anomaly_mode = self.prev
-
-
-def _user_frame() -> str:
-    """'file:line in function' of the innermost caller outside this package."""
-    frame = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-    if frame is None:
-        return "<unknown>"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-
-
-def _check_finite(array, be, what):
-    if array.dtype.kind == "f" and not bool(be.xp.isfinite(array).all()):
-        bad = "NaN" if bool(be.xp.isnan(array).any()) else "Inf"
-        raise AnomalyError(what.format(bad=bad))
 
 
 def _axes(axis, ndim):
@@ -126,23 +48,6 @@ def _axis_arg(axis, dim):
 
 def _keep_arg(keepdims, keepdim):
     return bool(keepdims or keepdim)
-
-
-def _is_float(dtype) -> bool:
-    return dtype.kind == "f"
-
-
-def _promote(a, b):
-    """PyTorch's promotion between two tensor dtypes: floats win over integers and bools."""
-    if a == b:
-        return a
-    if _is_float(a) != _is_float(b):
-        return a if _is_float(a) else b
-    if a.kind == "b":
-        return b
-    if b.kind == "b":
-        return a
-    return numpy.promote_types(a, b)
 
 
 class Tensor:
@@ -205,34 +110,12 @@ class Tensor:
         """A constant tensor on this tensor's backend."""
         return Tensor._make(self._be.asarray(array), self._be)
 
-    # -- the engine's entry point for ops -------------------------------------------------------
-    @staticmethod
-    def _run_op(op_cls, inputs, params) -> "Tensor":
-        be = inputs[0]._be
-        arrays = []
-        record = False
-        for t in inputs:
-            if t._be is not be:
-                raise ValueError(f"{op_cls.__name__}: tensors on two backends, {be.name} and "
-                                 f"{t._be.name}; move one with .to({be.name!r})")
-            arrays.append(t.data)
-            record = record or t.requires_grad
-        fn = op_cls(be, **params)
-        out = Tensor._make(fn.forward(*arrays), be)
-        if _anomaly_mode:
-            fn.created_at = _user_frame()
-            where = (f"in the backward of {_backward_node.name} (created at {_backward_node.created_at})"
-                     if _backward_node is not None else f"(created at {fn.created_at})")
-            _check_finite(out.data, be, f"{fn.name} {where} produced {{bad}} from finite inputs"
-                          if all(bool(be.xp.isfinite(t.data).all()) for t in inputs if t.dtype.kind == "f")
-                          else f"{fn.name} {where} produced {{bad}}; its inputs were not finite either")
-        if record and _grad_enabled:
-            out.requires_grad = True
-            out._ctx = fn
-            fn.inputs = inputs
-            fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
-            fn.output = weakref.ref(out)
-        return out
+    def _coerce(self, value) -> "Tensor":
+        """``value`` itself if it is a Tensor, else a new Tensor of it on this tensor's backend
+        with this tensor's dtype (how the engine takes a user's gradient)."""
+        if isinstance(value, Tensor):
+            return value
+        return Tensor(value, backend=self._be, dtype=self.dtype)
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -346,7 +229,7 @@ class Tensor:
 
     # -- autograd -------------------------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
-        if requires_grad and not _is_float(self.dtype):
+        if requires_grad and not is_float(self.dtype):
             raise TypeError(f"only floating-point tensors can require gradients, this one is {self.dtype}")
         if not self.is_leaf and not requires_grad:
             raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use .detach()")
@@ -368,17 +251,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, like ``torch.Tensor.backward``."""
-        if not self.requires_grad:
-            raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn")
-        if gradient is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward(): grad can be implicitly created only for scalar "
-                                   f"outputs; this tensor has shape {self.shape}, pass gradient=")
-            gradient = Tensor._make(self._be.xp.ones(self.shape, dtype=self.dtype), self._be)
-        gradient = _as_grad(gradient, self)
-        if retain_graph is None:
-            retain_graph = create_graph
-        _backprop([self], [gradient], retain_graph, create_graph)
+        engine.backward(self, gradient, retain_graph, create_graph)
 
     # -- creation helpers used by ops -------------------------------------------------------
     def _scalar(self, value) -> "Tensor":
@@ -391,7 +264,7 @@ class Tensor:
         elif isinstance(value, numbers.Integral):
             dtype = self.dtype if self.dtype.kind != "b" else numpy.dtype(numpy.int64)
         elif isinstance(value, numbers.Real):
-            dtype = self.dtype if _is_float(self.dtype) else get_default_dtype()
+            dtype = self.dtype if is_float(self.dtype) else get_default_dtype()
         else:
             raise TypeError(f"unsupported operand type {type(value).__name__}")
         return Tensor._make(self._be.xp.asarray(value, dtype=dtype), self._be)
@@ -407,9 +280,9 @@ class Tensor:
         other = self._operand(other)
         a, b = (other, self) if reverse else (self, other)
         dtype = a.data.dtype
-        if dtype != b.data.dtype or (op is ops.Div and not _is_float(dtype)):
-            dtype = _promote(dtype, b.dtype)
-            if op is ops.Div and not _is_float(dtype):
+        if dtype != b.data.dtype or (op is ops.Div and not is_float(dtype)):
+            dtype = promote_types(dtype, b.dtype)
+            if op is ops.Div and not is_float(dtype):
                 dtype = get_default_dtype()
             a, b = a.astype(dtype), b.astype(dtype)
         if a.data.shape != b.data.shape and a.data.ndim and b.data.ndim:  # 0-d always broadcasts
@@ -465,7 +338,7 @@ class Tensor:
 
     # -- elementwise functions ------------------------------------------------------------------
     def _float_op(self, op, **params) -> "Tensor":
-        x = self if _is_float(self.dtype) else self.astype(get_default_dtype())
+        x = self if is_float(self.dtype) else self.astype(get_default_dtype())
         return op.apply(x, **params)
 
     def exp(self): return self._float_op(ops.Exp)
@@ -503,7 +376,7 @@ class Tensor:
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
         axis = _axes(_axis_arg(axis, dim), self.ndim)
         count = int(numpy.prod([self.shape[a] for a in axis]))
-        x = self if _is_float(self.dtype) else self.astype(get_default_dtype())
+        x = self if is_float(self.dtype) else self.astype(get_default_dtype())
         return x.sum(axis, _keep_arg(keepdims, keepdim)) / count
 
     def var(self, axis=None, keepdims=False, *, dim=None, keepdim=False, correction=1, unbiased=None):
@@ -576,7 +449,7 @@ class Tensor:
 
     # -- shape ----------------------------------------------------------------------------------
     def reshape(self, *shape):
-        shape = _shape_arg(shape)
+        shape = as_shape(shape)
         if tuple(shape) == self.shape:
             return self
         try:
@@ -590,7 +463,7 @@ class Tensor:
         return self.reshape(*shape)
 
     def permute(self, *axes):
-        axes = _shape_arg(axes)
+        axes = as_shape(axes)
         if sorted(a % self.ndim for a in axes) != list(range(self.ndim)):
             raise ValueError(f"permute: {tuple(axes)} is not a permutation of the {self.ndim} dims")
         axes = tuple(a % self.ndim for a in axes)
@@ -623,7 +496,7 @@ class Tensor:
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def expand(self, *shape):
-        shape = list(_shape_arg(shape))
+        shape = list(as_shape(shape))
         lead = len(shape) - self.ndim
         if lead < 0:
             raise ValueError(f"expand: target {tuple(shape)} has fewer dims than {self.shape}")
@@ -676,7 +549,7 @@ class Tensor:
         """Matrix product with ``torch.matmul``'s rules, 1-D operands included."""
         a, b = self, self._operand(other)
         if a.dtype != b.dtype:
-            dtype = _promote(a.dtype, b.dtype)
+            dtype = promote_types(a.dtype, b.dtype)
             a, b = a.astype(dtype), b.astype(dtype)
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul: both arguments need at least 1 dimension")
@@ -699,164 +572,10 @@ class Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# the engine
-# --------------------------------------------------------------------------------------------------
-def _as_grad(gradient, like: Tensor) -> Tensor:
-    if not isinstance(gradient, Tensor):
-        gradient = Tensor(gradient, backend=like._be, dtype=like.dtype)
-    if gradient.shape != like.shape:
-        raise RuntimeError(f"gradient has shape {gradient.shape} but the output has {like.shape}")
-    return gradient
-
-
-def _topological(roots):
-    """Tensors with a recorded op reachable from ``roots``, producers before consumers."""
-    order, seen = [], set()
-    stack = [(r, False) for r in roots]
-    while stack:
-        t, expanded = stack.pop()
-        if expanded:
-            order.append(t)
-            continue
-        if id(t) in seen or t._ctx is None:
-            continue
-        seen.add(id(t))
-        fn = t._ctx
-        if getattr(fn, "inputs", None) is None:
-            raise RuntimeError(
-                f"trying to backward through the graph a second time ({fn.name} was freed by an "
-                "earlier backward()); pass retain_graph=True to the first backward() if you need to")
-        stack.append((t, True))
-        stack.extend((i, False) for i in fn.inputs if i.requires_grad and i._ctx is not None)
-    return order
-
-
-def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
-    """Run the backward pass. With ``wanted`` (a list of tensors) return their gradients;
-    otherwise accumulate into the ``.grad`` of leaves (and of tensors that retain_grad)."""
-    grads = {}  # id -> [tensor, gradient]; holding the tensor keeps its id unique
-    for r, g in zip(roots, root_grads):
-        _accumulate(grads, r, g)
-    wanted_ids = None if wanted is None else {id(w) for w in wanted}
-    captured = {}
-    with _GradMode(create_graph):
-        for t in reversed(_topological(roots)):
-            entry = grads.pop(id(t), None)
-            fn = t._ctx
-            if entry is not None:
-                g = entry[1]
-                if wanted_ids is not None:
-                    if id(t) in wanted_ids:
-                        captured[id(t)] = g
-                elif t._retains_grad:
-                    t.grad = g if create_graph else g.detach()
-                if _anomaly_mode:
-                    in_grads = _anomalous_backward(fn, g)
-                else:
-                    in_grads = fn.backward(g)
-                for k, (inp, gi, need) in enumerate(zip(fn.inputs, in_grads, fn.needs_input_grad)):
-                    if need and gi is not None:
-                        if _anomaly_mode:
-                            _check_finite(gi.data, gi._be, f"the backward of {fn.name} returned {{bad}} in the "
-                                          f"gradient of its input {k} (op created at {fn.created_at})")
-                        if gi.data.shape != inp.data.shape:
-                            gi = gi.sum_to(inp.shape)
-                        if gi.data.dtype != inp.data.dtype:
-                            gi = gi.astype(inp.dtype)
-                        key = id(inp)
-                        previous = grads.get(key)
-                        if previous is None:
-                            grads[key] = [inp, gi]
-                        else:
-                            previous[1] = previous[1] + gi
-            if not retain_graph:
-                fn.__dict__.clear()  # frees saved arrays and inputs; a second backward is an error
-    stored = set()
-    for key, (t, g) in grads.items():  # what is left are leaves (tensors with no recorded op)
-        if wanted_ids is not None:
-            if key in wanted_ids:
-                captured[key] = g
-        elif t.requires_grad:
-            if t.grad is not None:
-                g = t.grad + g
-            elif not create_graph:
-                g = _owned(g, stored)
-            t.grad = g if create_graph else g.detach()
-            stored.add(id(t.grad.data))
-    return captured
-
-
-def _owned(g, stored):
-    """``g`` itself where it owns its writable array, else a copy: a gradient may be a broadcast
-    view, or the very array another leaf received (``a + b`` passes one array to both), and a
-    leaf's ``.grad`` must be safe to update in place."""
-    data = g.data
-    flags = data.flags
-    if flags.owndata and flags.writeable and id(data) not in stored:
-        return g
-    return Tensor._make(data.copy(), g._be)
-
-
-def _anomalous_backward(fn, g):
-    global _backward_node
-    fn.created_at = getattr(fn, "created_at", "<created outside detect_anomaly>")
-    previous, _backward_node = _backward_node, fn
-    try:
-        return fn.backward(g)
-    finally:
-        _backward_node = previous
-
-
-def _accumulate(grads, t, g):
-    entry = grads.get(id(t))
-    if entry is None:
-        grads[id(t)] = [t, g]
-    else:
-        entry[1] = entry[1] + g
-
-
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
-    """Gradients of ``outputs`` with respect to ``inputs`` (like ``torch.autograd.grad``).
-
-    Returns a tuple with one Tensor per input; ``.grad`` attributes are left untouched.
-    """
-    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    single = isinstance(inputs, Tensor)
-    inputs = [inputs] if single else list(inputs)
-    if grad_outputs is None:
-        grad_outputs = [None] * len(outputs)
-    elif isinstance(grad_outputs, Tensor):
-        grad_outputs = [grad_outputs]
-    roots, root_grads = [], []
-    for out, g in zip(outputs, grad_outputs):
-        if not out.requires_grad:
-            raise RuntimeError("grad(): an output does not require grad and has no grad_fn")
-        if g is None:
-            if out.data.size != 1:
-                raise RuntimeError(f"grad(): grad_outputs is needed for the non-scalar output of shape {out.shape}")
-            g = Tensor._make(out._be.xp.ones(out.shape, dtype=out.dtype), out._be)
-        roots.append(out)
-        root_grads.append(_as_grad(g, out))
-    for x in inputs:
-        if not x.requires_grad:
-            raise RuntimeError("grad(): an input does not require grad")
-    if retain_graph is None:
-        retain_graph = create_graph
-    captured = _backprop(roots, root_grads, retain_graph, create_graph, wanted=inputs)
-    result = []
-    for x in inputs:
-        g = captured.get(id(x))
-        if g is None and not allow_unused:
-            raise RuntimeError("grad(): one of the inputs was not used to compute the outputs; "
-                               "pass allow_unused=True to get None for it")
-        result.append(g if g is None or create_graph else g.detach())
-    return tuple(result)
-
-
-# --------------------------------------------------------------------------------------------------
 # helpers and module-level functions
 # --------------------------------------------------------------------------------------------------
-def _shape_arg(shape):
+def as_shape(shape) -> tuple:
+    """A shape given as ``(2, 3)`` or as ``2, 3`` (``reshape(2, 3)``, ``zeros(2, 3)``) as a tuple."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         return tuple(shape[0])
     return tuple(int(s) for s in shape)
@@ -868,67 +587,6 @@ def _check_broadcast(name, a, b):
             raise ValueError(f"{name}: shapes {tuple(a)} and {tuple(b)} cannot be broadcast together")
 
 
-def _backend_arg(backend):
-    return get_backend(backend)
-
-
-def tensor(data, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    """A new tensor (copies ``data``), like ``torch.tensor``."""
-    return Tensor(data, dtype=dtype, requires_grad=requires_grad, backend=backend)
-
-
-def _filled(fill, shape, dtype, requires_grad, backend):
-    be = _backend_arg(backend)
-    dtype = to_dtype(dtype) if dtype is not None else get_default_dtype()
-    data = be.xp.full(_shape_arg(shape), fill, dtype=dtype)
-    return Tensor._make(data, be).requires_grad_(requires_grad)
-
-
-def zeros(*shape, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    return _filled(0, shape, dtype, requires_grad, backend)
-
-
-def ones(*shape, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    return _filled(1, shape, dtype, requires_grad, backend)
-
-
-def full(shape, fill_value, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    return _filled(fill_value, (shape,) if isinstance(shape, int) else tuple(shape), dtype, requires_grad, backend)
-
-
-def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, backend=t._be)
-
-
-def ones_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, backend=t._be)
-
-
-def randn(*shape, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    """Standard normal samples from the backend's generator (seeded by ``manual_seed``)."""
-    be = _backend_arg(backend)
-    dtype = to_dtype(dtype) if dtype is not None else get_default_dtype()
-    return Tensor._make(be.randn(_shape_arg(shape), dtype).astype(dtype, copy=False), be).requires_grad_(requires_grad)
-
-
-def rand(*shape, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    """Uniform [0, 1) samples from the backend's generator (seeded by ``manual_seed``)."""
-    be = _backend_arg(backend)
-    dtype = to_dtype(dtype) if dtype is not None else get_default_dtype()
-    return Tensor._make(be.rand(_shape_arg(shape), dtype).astype(dtype, copy=False), be).requires_grad_(requires_grad)
-
-
-def arange(start, end=None, step=1, dtype=None, backend=None) -> Tensor:
-    """Like ``torch.arange``: int64 for integer arguments, the default float dtype otherwise."""
-    if end is None:
-        start, end = 0, start
-    be = _backend_arg(backend)
-    if dtype is None:
-        ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
-        dtype = numpy.int64 if ints else get_default_dtype()
-    return Tensor._make(be.xp.arange(start, end, step, dtype=to_dtype(dtype)), be)
-
-
 def cat(tensors, dim=0, *, axis=None) -> Tensor:
     """Concatenate along an existing dimension (``torch.cat``)."""
     tensors = list(tensors)
@@ -936,7 +594,7 @@ def cat(tensors, dim=0, *, axis=None) -> Tensor:
         raise ValueError("cat: expected a non-empty list of tensors")
     dtype = tensors[0].dtype
     for t in tensors[1:]:
-        dtype = _promote(dtype, t.dtype)
+        dtype = promote_types(dtype, t.dtype)
     tensors = [t.astype(dtype) for t in tensors]
     ndim = tensors[0].ndim
     axis = _axes(_axis_arg(axis, dim), ndim)[0]
@@ -964,7 +622,7 @@ def where(condition, input, other) -> Tensor:
     if not isinstance(ref, Tensor):
         raise TypeError("where: input or other must be a Tensor")
     a, b = ref._operand(input), ref._operand(other)
-    dtype = _promote(a.dtype, b.dtype)
+    dtype = promote_types(a.dtype, b.dtype)
     a, b = a.astype(dtype), b.astype(dtype)
     cond = condition.data if isinstance(condition, Tensor) else ref._be.asarray(condition)
     if cond.dtype.kind != "b":

@@ -89,7 +89,7 @@ def _max_pool_route(layer, a, is_torch):
         with torch.no_grad():
             values, index = torch.nn.functional.max_pool2d(a, **args)
     else:
-        from .tensor import no_grad
+        from .autograd import no_grad
         with no_grad():
             values, index = nn.functional.max_pool2d(a, **args)
     route = _host(index).astype(numpy.int64)

@@ -20,7 +20,8 @@ import threading
 
 import numpy
 
-from ..backend import get_backend, get_default_dtype, host_rng
+from ..backend import get_backend, host_rng
+from ..dtypes import get_default_dtype
 from .transforms import Normalize, Transform
 
 __all__ = ["DataLoader", "HostDraws"]

@@ -8,15 +8,16 @@ backend) and ``dtype=`` (default: ``hw.get_default_dtype()``) for its parameters
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy
 
-from ..backend import get_backend, get_default_dtype, to_dtype
+from ..backend import get_backend
+from ..dtypes import get_default_dtype, to_dtype
 from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module, Parameter
+from .validation import check_probability, pair, positive_int
 
 __all__ = ["Identity", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Dropout",
            "Dropout2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
@@ -34,19 +35,6 @@ def _new_param(shape, dtype, backend, fill=0.0):
 def _new_buffer(shape, dtype, backend, fill):
     be = get_backend(backend)
     return Tensor._make(be.xp.full(shape, fill, dtype=dtype), be)
-
-
-def _pair(value, layer, what):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{layer}: {what} must be an int or a pair of ints, got {value!r}")
-        return tuple(operator.index(v) for v in value)
-    return (operator.index(value),) * 2
-
-
-def _positive_int(layer, what, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{layer}: {what} must be a positive int, got {value!r}")
 
 
 class Identity(Module):
@@ -68,8 +56,8 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, backend=None, dtype=None):
         super().__init__()
-        _positive_int("Linear", "in_features", in_features)
-        _positive_int("Linear", "out_features", out_features)
+        positive_int("Linear", "in_features", in_features)
+        positive_int("Linear", "out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = _new_param((out_features, in_features), dtype, backend)
         if bias:
@@ -85,12 +73,6 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        if not isinstance(input, Tensor):
-            raise TypeError(f"Linear: expected a Tensor input, got {type(input).__name__}")
-        if input.ndim == 0 or input.shape[-1] != self.in_features:
-            raise ValueError(f"Linear: input of shape {input.shape} has last dim "
-                             f"{input.shape[-1] if input.ndim else None}, expected "
-                             f"in_features={self.in_features}")
         return F.linear(input, self.weight, self.bias)
 
     def extra_repr(self):
@@ -108,16 +90,16 @@ class Conv2d(Module):
                  backend=None, dtype=None):
         super().__init__()
         name = "Conv2d"
-        _positive_int(name, "in_channels", in_channels)
-        _positive_int(name, "out_channels", out_channels)
-        _positive_int(name, "groups", groups)
+        positive_int(name, "in_channels", in_channels)
+        positive_int(name, "out_channels", out_channels)
+        positive_int(name, "groups", groups)
         if in_channels % groups:
             raise ValueError(f"{name}: in_channels={in_channels} must be divisible by groups={groups}")
         if out_channels % groups:
             raise ValueError(f"{name}: out_channels={out_channels} must be divisible by groups={groups}")
-        self.kernel_size = _pair(kernel_size, name, "kernel_size")
-        self.stride = _pair(stride, name, "stride")
-        self.dilation = _pair(dilation, name, "dilation")
+        self.kernel_size = pair(kernel_size, name, "kernel_size", 1)
+        self.stride = pair(stride, name, "stride", 1)
+        self.dilation = pair(dilation, name, "dilation", 1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"{name}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
@@ -125,13 +107,9 @@ class Conv2d(Module):
                 raise ValueError(f"{name}: padding='same' is not supported for strided convolutions")
             self.padding = padding
         else:
-            self.padding = _pair(padding, name, "padding")
+            self.padding = pair(padding, name, "padding", 0)
         if padding_mode != "zeros":
             raise NotImplementedError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise ValueError(f"{name}: kernel_size, stride and dilation must be positive")
-        if not isinstance(self.padding, str) and min(self.padding) < 0:
-            raise ValueError(f"{name}: padding must be non-negative, got {padding!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.padding_mode = padding_mode
         self.weight = _new_param((out_channels, in_channels // groups) + self.kernel_size, dtype, backend)
@@ -150,11 +128,6 @@ class Conv2d(Module):
                 init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        if not isinstance(input, Tensor):
-            raise TypeError(f"Conv2d: expected a Tensor input, got {type(input).__name__}")
-        if input.ndim not in (3, 4) or input.shape[-3] != self.in_channels:
-            raise ValueError(f"Conv2d: expected input of shape (N, {self.in_channels}, H, W) or "
-                             f"({self.in_channels}, H, W), got {input.shape}")
         return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
@@ -231,7 +204,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
-        F._check_p("Dropout", p)
+        check_probability("Dropout", p)
         self.p, self.inplace = p, inplace
 
     def forward(self, input):
@@ -254,7 +227,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *, backend=None, dtype=None):
         super().__init__()
-        _positive_int(type(self).__name__, "num_features", num_features)
+        positive_int(type(self).__name__, "num_features", num_features)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..tensor import Tensor
 from . import functional as F
 from .module import Module
+from .validation import check_reduction, legacy_reduction
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss"]
 
@@ -20,8 +21,8 @@ def _tensor_or_none(value):
 class _Loss(Module):
     def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
         super().__init__()
-        reduction = F._legacy_reduction(size_average, reduce, reduction)
-        F._check_reduction(type(self).__name__, reduction)
+        reduction = legacy_reduction(size_average, reduce, reduction)
+        check_reduction(type(self).__name__, reduction)
         self.reduction = reduction
 
     def extra_repr(self):

@@ -14,6 +14,7 @@ from collections import defaultdict
 import numpy
 
 from ..backend import Backend, backend_of, get_backend
+from ..autograd import enable_grad
 
 __all__ = ["Optimizer", "required"]
 
@@ -145,8 +146,7 @@ class Optimizer:
         """One update of every parameter that has a gradient; ``closure`` re-evaluates the loss."""
         loss = None
         if closure is not None:
-            from ..tensor import enable_grad  # a closure runs backward, even inside no_grad
-            with enable_grad():
+            with enable_grad():  # a closure runs backward, even inside no_grad
                 loss = closure()
         for group in self.param_groups:
             self._update_group(group)

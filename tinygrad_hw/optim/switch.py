@@ -5,6 +5,7 @@ import math
 
 import numpy
 
+from ..autograd import enable_grad
 from .optimizer import Optimizer, grad_array, param_backend
 from .swats import dot64
 
@@ -88,7 +89,6 @@ class SwitchOnPlateau:
             return self.optimizer.step(closure)
         loss = None
         if closure is not None:
-            from ..tensor import enable_grad
             with enable_grad():
                 loss = closure()
         groups = self.optimizer.param_groups

@@ -1,0 +1,179 @@
+"""Winograd F(2x2, 3x3) convolution on NumPy: 2.25 times fewer multiplications than im2col.
+
+For 3x3 / stride-1 / undilated / ungrouped convolutions with at least ``MIN_CHANNELS`` channels
+each way and outputs of at least ``MIN_SIZE`` on each side: 16 products of (O, C) by (C, tiles)
+matrices, for the forward pass, the input gradient (through the flipped kernel, by
+:func:`~tinygrad_hw.kernels.conv.conv2d_input_grad`) and the weight gradient.
+"""
+from __future__ import annotations
+
+import numpy
+
+from .geometry import valid_range
+from .parallel import map_chunks
+from .scratch import bordered_workspace, image_chunks, workspace
+
+__all__ = ["ENABLED", "MIN_CHANNELS", "MIN_SIZE", "applies", "forward", "weight_grad"]
+
+# Below these sizes the tile transforms cost more than the fewer multiplications save.
+# ENABLED = False always uses im2col.
+ENABLED = True
+MIN_CHANNELS = 32
+MIN_SIZE = 8
+
+
+def applies(be, c, o, kernel_hw, stride, dilation, groups, dtype, out_hw):
+    return (ENABLED and be.name == "numpy" and tuple(kernel_hw) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and groups == 1 and min(c, o) >= MIN_CHANNELS
+            and min(out_hw) >= MIN_SIZE and dtype.kind == "f" and dtype.itemsize >= 4)
+
+
+# y = A^T [(G w G^T) * (B^T d B)] A for every 4x4 input tile d (tiles overlap by 2) giving a 2x2
+# output tile: 16 products of (O, C) by (C, tiles) matrices instead of 36 multiplications per
+# output per channel pair in 9 products. B^T and A^T hold only 0 and +-1, so the tile transforms
+# are additions of shifted slices; G holds 0, +-1/2 and 1.
+_G = numpy.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def _winograd_filter(be, w):
+    """U (16, O, C): G w G^T for every (o, c), the 4x4 result flattened."""
+    o, c = w.shape[:2]
+    gg = be.asarray(numpy.kron(_G, _G).astype(w.dtype))  # (16, 9)
+    # einsum's own loop: a tiny product not worth waking BLAS threads for
+    return be.xp.einsum("ij,nj->in", gg, w.reshape(o * c, 9)).reshape(16, o, c)
+
+
+def _winograd_input(be, x, pad_top, pad_left, tiles_hw):
+    """V (16, C, n*Th*(Tw+1)): B^T d B of the 4x4 tile at rows 2*th - pad_top, columns
+    2*tw - pad_left of images ``x`` (n, C, H, W) (zero outside). Column Tw of every tile row is
+    filler (finite) that no output reads: it lets the column transform run on flat arrays.
+
+    Every step below is one NumPy call over all four tile rows or columns at once: in worker
+    threads each call is a hand-over of the GIL, so fewer, larger calls scale better."""
+    xp = be.xp
+    n, c, h, w = x.shape
+    th, tw = tiles_hw
+    r = tw + 1
+    # de-interleave rows and columns: phase[a, e, ch, img, i, j] = padded x[img, ch, 2i + a, 2j + e];
+    # the cells outside the input are never written, so they stay zero from the allocation
+    phase = bordered_workspace(be, "wino_phase", (2, 2, c, n, th + 1, r), x.dtype, (h, w, pad_top, pad_left))
+    for a in range(2):
+        i0, i1, h0 = valid_range(th + 1, h, 2, pad_top, a)
+        for e in range(2):
+            j0, j1, w0 = valid_range(r, w, 2, pad_left, e)
+            if i1 > i0 and j1 > j0:
+                src = x[:, :, h0:h0 + 2 * (i1 - i0 - 1) + 1:2, w0:w0 + 2 * (j1 - j0 - 1) + 1:2]
+                xp.copyto(phase[a, e, :, :, i0:i1, j0:j1], src.transpose(1, 0, 2, 3))
+    flat = phase.reshape(2, 2, c, n, (th + 1) * r)
+    rows = th * r
+    # B^T along rows: tile row 0..3 = even[i], odd[i], even[i+1], odd[i+1] (both column phases at once)
+    even_lo, even_hi = flat[0, :, :, :, :rows], flat[0, :, :, :, r:]
+    odd_lo, odd_hi = flat[1, :, :, :, :rows], flat[1, :, :, :, r:]
+    q = workspace(be, "wino_q", (4, 2, c, n, rows), x.dtype)
+    xp.subtract(even_lo, even_hi, out=q[0])
+    xp.add(odd_lo, even_hi, out=q[1])
+    xp.subtract(even_hi, odd_lo, out=q[2])
+    xp.subtract(odd_lo, odd_hi, out=q[3])
+    # B along columns, on flat arrays: neighbours k and k+1 straddle a row end only in the filler
+    size = c * n * rows
+    q = q.reshape(4, 2, size)
+    even, odd = q[:, 0], q[:, 1]
+    v = workspace(be, "wino_v", (4, 4, size), x.dtype)
+    xp.subtract(even[:, :-1], even[:, 1:], out=v[:, 0, :-1])
+    xp.add(odd[:, :-1], even[:, 1:], out=v[:, 1, :-1])
+    xp.subtract(even[:, 1:], odd[:, :-1], out=v[:, 2, :-1])
+    xp.subtract(odd[:, :-1], odd[:, 1:], out=v[:, 3, :-1])
+    v[:, :, -1] = 0
+    return v.reshape(16, c, n * rows)
+
+
+def _winograd_output(be, m, y, tiles_hw):
+    """y (n, O, OH, OW) = A^T M A of every tile, from M (16, O, n*Th*(Tw+1))."""
+    xp = be.xp
+    n, o, oh, ow = y.shape
+    th, tw = tiles_hw
+    r = tw + 1
+    m = m.reshape(4, 4, o * n * th * r)
+    s = workspace(be, "wino_s", (2, 4, o * n * th * r), y.dtype)
+    # A^T along rows, all four columns at once: (m0 + m1 + m2, m1 - m2 - m3)
+    xp.add(m[0], m[1], out=s[0])
+    s[0] += m[2]
+    xp.subtract(m[1], m[2], out=s[1])
+    s[1] -= m[3]
+    z = workspace(be, "wino_z", (2, 2, o, n, th, r), y.dtype)
+    zf = z.reshape(2, 2, -1)
+    # A along columns, both output rows at once
+    xp.add(s[:, 0], s[:, 1], out=zf[:, 0])
+    zf[:, 0] += s[:, 2]
+    xp.subtract(s[:, 1], s[:, 2], out=zf[:, 1])
+    zf[:, 1] -= s[:, 3]
+    # interleave the four output phases into NCHW
+    for a in range(2):
+        rows = (oh - a + 1) // 2
+        for e in range(2):
+            cols = (ow - e + 1) // 2
+            xp.copyto(y[:, :, a::2, e::2], z[a, e, :, :, :rows, :cols].transpose(1, 0, 2, 3))
+
+
+def forward(be, x, w, padding, y, bias=None):
+    """y = conv2d(x, w) (+ bias) for a 3x3 kernel, stride 1, no dilation, one group, by Winograd."""
+    xp = be.xp
+    n, c = x.shape[:2]
+    o, oh, ow = y.shape[1:]
+    tiles = (-(-oh // 2), -(-ow // 2))
+    u = _winograd_filter(be, w)
+
+    def chunk(span):
+        n0, n1 = span
+        v = _winograd_input(be, x[n0:n1], padding[0], padding[2], tiles)
+        m = workspace(be, "gemm", (16, o, v.shape[2]), x.dtype)
+        xp.matmul(u, v, out=m)
+        _winograd_output(be, m, y[n0:n1], tiles)
+        if bias is not None:
+            y[n0:n1] += bias.reshape(o, 1, 1)
+
+    map_chunks(be, chunk, image_chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
+
+
+def weight_grad(be, x, gy, padding):
+    """Weight gradient of a Winograd convolution: G^T [sum over tiles (A gy A^T) * V] G."""
+    xp = be.xp
+    n, c = x.shape[:2]
+    o, oh, ow = gy.shape[1:]
+    th, tw = tiles = (-(-oh // 2), -(-ow // 2))
+    r = tw + 1
+
+    def chunk(span):
+        n0, n1 = span
+        b = n1 - n0
+        v = _winograd_input(be, x[n0:n1], padding[0], padding[2], tiles)
+        # M = A gy A^T for every 2x2 tile of gy, with A = [[1, 0], [1, 1], [1, -1], [0, -1]] (the
+        # two minus signs of the last row and column are folded into the final filter transform).
+        # gy's phases go straight to the corners M[3a, 3e], zero in the filler column and past
+        # the edge (the odd phase of an odd-sized map is one row or column short)
+        m = workspace(be, "wino_m", (4, 4, o, b, th, r), gy.dtype)
+        corners = m[0::3, 0::3]
+        corners[..., tw:] = 0
+        if oh % 2:
+            corners[1, :, :, :, th - 1] = 0
+        if ow % 2:
+            corners[:, 1, :, :, :, tw - 1] = 0
+        for a in range(2):
+            for e in range(2):
+                src = gy[n0:n1, :, a::2, e::2]
+                xp.copyto(m[3 * a, 3 * e, :, :, :src.shape[2], :src.shape[3]], src.transpose(1, 0, 2, 3))
+        xp.add(m[0::3, 0], m[0::3, 3], out=m[0::3, 1])
+        xp.subtract(m[0::3, 0], m[0::3, 3], out=m[0::3, 2])
+        xp.add(m[0], m[3], out=m[1])
+        xp.subtract(m[0], m[3], out=m[2])
+        return xp.matmul(m.reshape(16, o, -1), v.transpose(0, 2, 1))  # (16, O, C), fresh
+
+    parts = map_chunks(be, chunk, image_chunks(be, n, 16 * c * th * r * x.dtype.itemsize))
+    du = parts[0]
+    for part in parts[1:]:
+        du += part
+    sign = numpy.ones((4, 4))
+    sign[3, :] *= -1
+    sign[:, 3] *= -1
+    gg = be.asarray((numpy.kron(_G, _G) * sign.reshape(16, 1)).astype(x.dtype))
+    return be.xp.einsum("in,ij->nj", du.reshape(16, o * c), gg).reshape(o, c, 3, 3)

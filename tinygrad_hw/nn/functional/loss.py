@@ -1,0 +1,259 @@
+"""Losses: cross-entropy, negative log-likelihood, squared and absolute error, binary cross-entropy."""
+from __future__ import annotations
+
+from ...ops.nn import CrossEntropyRows
+from ...tensor import Tensor
+from ..validation import check_float, check_reduction, legacy_reduction
+
+__all__ = ['cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits']
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _as_tensor(value, like, name, what):
+    """``value`` (Tensor, array, list, number) as a Tensor on ``like``'s backend."""
+    if isinstance(value, Tensor):
+        if value._be is not like._be:
+            raise ValueError(f"{name}: {what} is on backend {value.backend} but the input is on "
+                             f"{like.backend}; move one with .to()")
+        return value
+    return Tensor(value, backend=like._be)
+
+
+def _float_like(value, like, name, what):
+    t = _as_tensor(value, like, name, what)
+    if t.dtype != like.dtype:
+        if t.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: {what} has dtype {t.dtype}")
+        t = t.astype(like.dtype)
+    return t
+
+
+def _same_shape(name, input, target):
+    if input.shape != target.shape:
+        raise ValueError(f"{name}: target shape {target.shape} differs from input shape "
+                         f"{input.shape} (no broadcasting: it usually hides a bug)")
+
+
+def _class_weight(name, weight, input, channels):
+    if weight is None:
+        return None
+    w = _float_like(weight, input, name, "weight")
+    if w.shape != (channels,):
+        raise ValueError(f"{name}: expected weight of shape ({channels},) (one per class), got {w.shape}")
+    return w
+
+
+def _check_labels(name, target, channels, ignore_index):
+    """Integer labels in [0, channels) (or == ignore_index); ValueError naming the first bad one."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class labels (or float class probabilities of "
+                        f"the input's shape), got a target of dtype {target.dtype}")
+    labels = target.data
+    bad = ((labels < 0) | (labels >= channels)) & (labels != ignore_index)
+    if labels.size and bool(bad.any()):
+        first = int(labels[bad].reshape(-1)[0])
+        raise ValueError(f"{name}: label {first} is out of range for {channels} classes "
+                         f"(labels must be in [0, {channels - 1}] or ignore_index={ignore_index})")
+
+
+def _classes_last(input, target, name):
+    """(N*d..., C) rows from (N, C, d...) input, labels (N*d...), and the per-sample shape."""
+    if input.ndim == 1:  # one unbatched sample
+        if target.ndim != 0:
+            raise ValueError(f"{name}: for an input of shape {input.shape} the target must be a "
+                             f"single label (shape ()), got {target.shape}")
+        return input.reshape(1, -1), target.reshape(1), ()
+    if input.ndim < 1:
+        raise ValueError(f"{name}: expected an input of shape (C,), (N, C) or (N, C, d1, ...), got {input.shape}")
+    expected = (input.shape[0],) + input.shape[2:]
+    if target.shape != expected:
+        raise ValueError(f"{name}: expected a target of shape {expected} for an input of shape "
+                         f"{input.shape}, got {target.shape}")
+    channels = input.shape[1]
+    if input.ndim > 2:
+        order = (0,) + tuple(range(2, input.ndim)) + (1,)
+        rows = input.permute(*order).reshape(-1, channels)
+    else:
+        rows = input
+    return rows, target.reshape(-1), expected
+
+
+def _nll_rows(rows, labels, weight, ignore_index):
+    """Per-row negative log-likelihood terms (0 for ignored rows), the row weights and their sum
+    (a 0-d constant: the 'mean' denominator, PyTorch's sum of target weights)."""
+    be = rows._be
+    xp = be.xp
+    lab = labels.data
+    valid = lab != ignore_index
+    safe = xp.where(valid, lab, 0)
+    picked = rows[xp.arange(rows.shape[0]), safe]
+    if weight is None:
+        row_w = valid.astype(rows.dtype)
+    else:
+        row_w = weight.data[safe] * valid
+    row_w_t = rows._const(row_w)
+    return -(picked * row_w_t), row_w_t, rows._const(row_w.sum())
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """Negative log-likelihood of integer labels given log-probabilities (N, C, ...).
+
+    'mean' divides by the sum of the weights of the non-ignored targets (PyTorch's definition)."""
+    name = "nll_loss"
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(name, reduction)
+    check_float(name, input)
+    target = _as_tensor(target, input, name, "target")
+    channels = input.shape[0] if input.ndim == 1 else input.shape[1]
+    weight = _class_weight(name, weight, input, channels)
+    _check_labels(name, target, channels, ignore_index)
+    rows, labels, sample_shape = _classes_last(input, target, name)
+    losses, _, total = _nll_rows(rows, labels, weight, ignore_index)
+    if reduction == "none":
+        return losses.reshape(sample_shape)
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / total
+
+
+def _cross_entropy_rows(input, target, weight, ignore_index, reduction):
+    """``cross_entropy`` of (N, C) logits and (N,) integer labels, without label smoothing."""
+    xp = input._be.xp
+    labels = target.data
+    valid = labels != ignore_index
+    safe = xp.where(valid, labels, 0)
+    if weight is None:
+        row_weight = valid.astype(input.dtype)
+    else:
+        row_weight = (weight.data[safe] * valid).astype(input.dtype)
+    return CrossEntropyRows.apply(input, labels=safe, row_weight=row_weight,
+                                   total=row_weight.sum(keepdims=True).reshape(()), reduction=reduction)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    """Cross-entropy of logits ``input`` (C,), (N, C) or (N, C, d1, ...) against integer labels
+    ``target`` (N,) / (N, d1, ...), or against class probabilities of the input's shape.
+
+    As in PyTorch: with ``label_smoothing`` s the loss is (1 - s) * nll + s / C * smooth where
+    smooth = -sum_c w_c log p_c; 'mean' divides both terms by the summed weight of the
+    non-ignored targets (probability targets: by the number of samples).
+    """
+    name = "cross_entropy"
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(name, reduction)
+    check_float(name, input)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    target = _as_tensor(target, input, name, "target")
+    class_axis = 0 if input.ndim == 1 else 1
+    channels = input.shape[class_axis]
+    weight = _class_weight(name, weight, input, channels)
+    if (target.dtype.kind in "iu" and input.ndim == 2 and target.shape == input.shape[:1] and label_smoothing == 0
+            and (weight is None or not weight.requires_grad)):
+        _check_labels(name, target, channels, ignore_index)
+        return _cross_entropy_rows(input, target, weight, ignore_index, reduction)
+    logp = input.log_softmax(class_axis)
+    wshape = [1] * input.ndim
+    wshape[class_axis] = channels
+    if target.dtype.kind == "f":  # class probabilities
+        _same_shape(name, input, target)
+        target = target.astype(input.dtype)
+        if label_smoothing > 0:
+            target = target * (1 - label_smoothing) + label_smoothing / channels
+        weighted = logp * target
+        if weight is not None:
+            weighted = weighted * weight.reshape(wshape)
+        losses = -weighted.sum(class_axis)
+        if reduction == "mean":
+            return losses.sum() / (input.numel() // channels if input.ndim > 1 else 1)
+        return _reduce(losses, reduction)
+    _check_labels(name, target, channels, ignore_index)
+    rows, labels, sample_shape = _classes_last(logp, target, name)
+    nll, _, total = _nll_rows(rows, labels, weight, ignore_index)
+    if label_smoothing > 0:
+        valid = rows._const((labels.data != ignore_index).astype(rows.dtype))
+        per_class = rows if weight is None else rows * weight.reshape(1, channels)
+        smooth = -per_class.sum(1) * valid
+        losses = nll * (1 - label_smoothing) + smooth * (label_smoothing / channels)
+    else:
+        losses = nll
+    if reduction == "none":
+        return losses.reshape(sample_shape)
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / total
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Mean squared error. Unlike PyTorch (which warns and broadcasts), input and target must
+    have the same shape."""
+    name = "mse_loss"
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(name, reduction)
+    check_float(name, input)
+    target = _float_like(target, input, name, "target")
+    _same_shape(name, input, target)
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Mean absolute error (same shapes required, like :func:`mse_loss`)."""
+    name = "l1_loss"
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(name, reduction)
+    check_float(name, input)
+    target = _float_like(target, input, name, "target")
+    _same_shape(name, input, target)
+    return _reduce((input - target).abs(), reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean"):
+    """-w * (y log x + (1 - y) log(1 - x)) for probabilities ``input`` in [0, 1]; each log is
+    clamped at -100 as in PyTorch."""
+    name = "binary_cross_entropy"
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(name, reduction)
+    check_float(name, input)
+    target = _float_like(target, input, name, "target")
+    _same_shape(name, input, target)
+    x = input.data
+    if x.size and bool(((x < 0) | (x > 1)).any()):
+        raise ValueError(f"{name}: all elements of input should be between 0 and 1")
+    log_x = input.log().clamp(min=-100.0)
+    log_1mx = (1 - input).log().clamp(min=-100.0)
+    loss = -(target * log_x + (1 - target) * log_1mx)
+    if weight is not None:
+        loss = loss * _float_like(weight, input, name, "weight")
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    """Sigmoid + binary cross-entropy in one numerically stable expression:
+    (1 - y) x + (1 + (pos_weight - 1) y) softplus(-x), times ``weight``."""
+    name = "binary_cross_entropy_with_logits"
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(name, reduction)
+    check_float(name, input)
+    target = _float_like(target, input, name, "target")
+    _same_shape(name, input, target)
+    softplus_neg = (-input).softplus()  # -log(sigmoid(x)); its gradient at 0 is exactly -1/2
+    if pos_weight is None:
+        loss = (1 - target) * input + softplus_neg
+    else:
+        pw = _float_like(pos_weight, input, name, "pos_weight")
+        loss = (1 - target) * input + (1 + (pw - 1) * target) * softplus_neg
+    if weight is not None:
+        loss = loss * _float_like(weight, input, name, "weight")
+    return _reduce(loss, reduction)
