@@ -9,6 +9,15 @@ from .module import Module
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
 
+def _checked_index(container, idx) -> int:
+    """``idx`` (negative counts from the end) as a position in ``container``, or IndexError."""
+    n = len(container)
+    idx = operator.index(idx)
+    if not -n <= idx < n:
+        raise IndexError(f"index {idx} is out of range for a {type(container).__name__} of length {n}")
+    return idx % n
+
+
 class Sequential(Module):
     """Modules applied one after the other. ``Sequential(m0, m1, ...)`` names them ``'0'``,
     ``'1'``, ... (state-dict keys ``0.weight``...); ``Sequential(OrderedDict(name=module))``
@@ -35,11 +44,7 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def _index(self, idx):
-        n = len(self)
-        idx = operator.index(idx)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for a Sequential of length {n}")
-        return idx % n
+        return _checked_index(self, idx)
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -70,15 +75,10 @@ class ModuleList(Module):
 
     def __init__(self, modules=None):
         super().__init__()
-        if modules is not None:
-            self.extend(modules)
+        self.extend(() if modules is None else modules)
 
     def _index(self, idx):
-        n = len(self)
-        idx = operator.index(idx)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for a ModuleList of length {n}")
-        return idx % n
+        return _checked_index(self, idx)
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -129,8 +129,7 @@ class ModuleDict(Module):
 
     def __init__(self, modules=None):
         super().__init__()
-        if modules is not None:
-            self.update(modules)
+        self.update({} if modules is None else modules)
 
     def __getitem__(self, key):
         return self._modules[key]

@@ -294,91 +294,115 @@ class BatchNorm2d(_BatchNorm):
     _dims = (4,)
 
 
-class ReLU(Module):
-    def __init__(self, inplace: bool = False):
+class _Activation(Module):
+    """Base of the activation layers: keeps the constructor's options as attributes and shows
+    them as PyTorch does (``LeakyReLU(negative_slope=0.01)``; ``inplace`` only when true)."""
+
+    def __init__(self, **options):
         super().__init__()
-        self.inplace = inplace
+        self._options = tuple(options)
+        for key, value in options.items():
+            setattr(self, key, value)
+
+    def extra_repr(self):
+        shown = [f"{key}={getattr(self, key)!r}" for key in self._options if key != "inplace"]
+        if getattr(self, "inplace", False):
+            shown.append("inplace=True")
+        return ", ".join(shown)
+
+
+class ReLU(_Activation):
+    """``max(x, 0)`` elementwise, gradient 0 at 0. ``inplace`` is accepted and ignored (never in
+    place). Deviation: ``relu(-0.0)`` is ``+0.0`` (PyTorch keeps the sign)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__(inplace=inplace)
 
     def forward(self, input):
         return F.relu(input)
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Activation):
+    """``x`` where positive, ``negative_slope * x`` elsewhere."""
+
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
-        super().__init__()
-        self.negative_slope, self.inplace = negative_slope, inplace
+        super().__init__(negative_slope=negative_slope, inplace=inplace)
 
     def forward(self, input):
         return F.leaky_relu(input, self.negative_slope)
 
-    def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
-
 
 class Sigmoid(Module):
+    """``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
+
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class Tanh(Module):
+    """Hyperbolic tangent."""
+
     def forward(self, input):
         return F.tanh(input)
 
 
-class GELU(Module):
+class GELU(_Activation):
+    """``x * Phi(x)`` with the normal CDF Phi, or its tanh approximation (``approximate='tanh'``)."""
+
     def __init__(self, approximate: str = "none"):
-        super().__init__()
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
+        super().__init__(approximate=approximate)
 
     def forward(self, input):
         return F.gelu(input, self.approximate)
 
-    def extra_repr(self):
-        return f"approximate={self.approximate!r}"
 
+class SiLU(_Activation):
+    """``x * sigmoid(x)`` (swish)."""
 
-class SiLU(Module):
     def __init__(self, inplace: bool = False):
-        super().__init__()
-        self.inplace = inplace
+        super().__init__(inplace=inplace)
 
     def forward(self, input):
         return F.silu(input)
 
 
-class ELU(Module):
+class ELU(_Activation):
+    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere."""
+
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
-        super().__init__()
-        self.alpha, self.inplace = alpha, inplace
+        super().__init__(alpha=alpha, inplace=inplace)
 
     def forward(self, input):
         return F.elu(input, self.alpha)
 
 
-class Softplus(Module):
+class Softplus(_Activation):
+    """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta * x > threshold``."""
+
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
-        super().__init__()
-        self.beta, self.threshold = beta, threshold
+        super().__init__(beta=beta, threshold=threshold)
 
     def forward(self, input):
         return F.softplus(input, self.beta, self.threshold)
 
 
-class Softmax(Module):
+class Softmax(_Activation):
+    """Softmax along ``dim`` (which must be given)."""
+
     def __init__(self, dim=None):
-        super().__init__()
-        self.dim = dim
+        super().__init__(dim=dim)
 
     def forward(self, input):
         return F.softmax(input, self.dim)
 
 
-class LogSoftmax(Module):
+class LogSoftmax(_Activation):
+    """Log of the softmax along ``dim``, computed stably."""
+
     def __init__(self, dim=None):
-        super().__init__()
-        self.dim = dim
+        super().__init__(dim=dim)
 
     def forward(self, input):
         return F.log_softmax(input, self.dim)

@@ -126,6 +126,15 @@ def _name_module_in_error(root, exc):
         exc.args = (f"{where}: {message}",) + exc.args[1:]
 
 
+def _registered_value(value, allowed, kind, name, required):
+    """``value`` if it may go into a registered slot (None, or an instance of ``allowed``, a type
+    or a tuple of types); TypeError naming the slot otherwise."""
+    if value is None or isinstance(value, allowed):
+        return value
+    raise TypeError(f"cannot assign a {type(value).__name__} as {kind} {name!r} "
+                    f"({required} or None is required)")
+
+
 class Module:
     """Base class of every layer and model, with ``torch.nn.Module``'s interface.
 
@@ -175,23 +184,14 @@ class Module:
             self._forget(name)
             self._registry("_parameters")[name] = value
         elif params is not None and name in params:
-            if value is not None:
-                raise TypeError(f"cannot assign a {type(value).__name__} as parameter {name!r} "
-                                "(a Parameter or None is required)")
-            params[name] = None
+            params[name] = _registered_value(value, (), "parameter", name, "a Parameter")
         elif isinstance(value, Module):
             self._forget(name)
             self._registry("_modules")[name] = value
         elif modules is not None and name in modules:
-            if value is not None:
-                raise TypeError(f"cannot assign a {type(value).__name__} as child module {name!r} "
-                                "(a Module or None is required)")
-            modules[name] = None
+            modules[name] = _registered_value(value, (), "child module", name, "a Module")
         elif buffers is not None and name in buffers:
-            if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign a {type(value).__name__} as buffer {name!r} "
-                                "(a Tensor or None is required)")
-            buffers[name] = value
+            buffers[name] = _registered_value(value, Tensor, "buffer", name, "a Tensor")
         else:
             object.__setattr__(self, name, value)
 
@@ -240,9 +240,7 @@ class Module:
         """Add a parameter (or None) under ``name``."""
         self._registry("_parameters")
         self._check_name("parameter", name)
-        if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"cannot assign a {type(param).__name__} as parameter {name!r} "
-                            "(a Parameter or None is required)")
+        param = _registered_value(param, Parameter, "parameter", name, "a Parameter")
         self._forget(name)
         self._parameters[name] = param
 
@@ -251,9 +249,7 @@ class Module:
         buffers are part of ``state_dict()``."""
         self._registry("_buffers")
         self._check_name("buffer", name)
-        if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign a {type(tensor).__name__} as buffer {name!r} "
-                            "(a Tensor or None is required)")
+        tensor = _registered_value(tensor, Tensor, "buffer", name, "a Tensor")
         self._forget(name)
         self._buffers[name] = tensor
         if not persistent:

@@ -11,59 +11,70 @@ from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
 __all__ = ["Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad"]
 
 
-class Conv2d(Function):
+class _ConvFamily(Function):
+    """The three members compute the three partial derivatives of the trilinear form
+    ``<conv(x, w), g>``: :class:`Conv2d` makes the role ``g`` from (x, w),
+    :class:`Conv2dInputGrad` makes ``x`` from (g, w), :class:`Conv2dWeightGrad` makes ``w`` from
+    (x, g). So the gradient of any member in one of its inputs is the member that makes that
+    input's role from the other input and the cotangent of the output: one backward serves all
+    three. ``roles`` names a member's two inputs, ``makes`` its output, ``size_param`` the
+    parameter that fixes its output's spatial size."""
+
+    roles: tuple
+    makes: str
+    size_param: str
+
+    def geometry(self) -> dict:
+        """The parameters every member shares, to pass on to another member."""
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def backward(self, cotangent):
+        tensors = dict(zip(self.roles, self.inputs[:2]))
+        tensors[self.makes] = cotangent
+        grads = []
+        for role, need in zip(self.roles, self.needs_input_grad):
+            maker = _MAKERS[role]
+            size = {maker.size_param: tensors[role].shape[2:]}
+            grads.append(maker.apply(*(tensors[r] for r in maker.roles), **size, **self.geometry())
+                         if need else None)
+        return tuple(grads)
+
+
+class Conv2d(_ConvFamily):
     """y = conv(x, w) (+ b, one value per output channel, when a third input is given). Params:
     stride, padding (4-tuple), dilation, groups, out_hw (or None). The bias lives in this node
     rather than in a separate broadcast add: one pass over the output fewer each way."""
 
+    roles, makes, size_param = ("x", "w"), "g", "out_hw"
+
     def forward(self, x, w, b=None):
-        return conv2d_forward(self.backend, x, w, self.stride, self.padding, self.dilation,
-                              self.groups, self.out_hw, b)
+        return conv2d_forward(self.backend, x, w, out_hw=self.out_hw, bias=b, **self.geometry())
 
     def backward(self, g):
-        x, w = self.inputs[:2]
-        geom = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
-        gx = Conv2dInputGrad.apply(g, w, input_hw=x.shape[2:], **geom) if self.needs_input_grad[0] else None
-        gw = Conv2dWeightGrad.apply(x, g, kernel_hw=w.shape[2:], **geom) if self.needs_input_grad[1] else None
+        grads = super().backward(g)
         if len(self.inputs) == 2:
-            return gx, gw
-        gb = g.sum((0, 2, 3)) if self.needs_input_grad[2] else None
-        return gx, gw, gb
+            return grads
+        return grads + (g.sum((0, 2, 3)) if self.needs_input_grad[2] else None,)
 
 
-class Conv2dInputGrad(Function):
-    """dx = conv_transpose(g, w) with dx of spatial size ``input_hw``: the adjoint of Conv2d in x.
+class Conv2dInputGrad(_ConvFamily):
+    """dx = conv_transpose(g, w) with dx of spatial size ``input_hw``: the adjoint of Conv2d in
+    x (a transposed convolution of g)."""
 
-    As a function of (g, w) its gradients are: in g, Conv2d(gg, w); in w, Conv2dWeightGrad(gg, g),
-    because <gg, InputGrad(g, w)> = <Conv2d(gg, w), g>."""
+    roles, makes, size_param = ("g", "w"), "x", "input_hw"
 
     def forward(self, g, w):
-        return conv2d_input_grad(self.backend, g, w, self.input_hw, self.stride, self.padding,
-                                 self.dilation, self.groups)
-
-    def backward(self, gg):
-        g, w = self.inputs
-        geom = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
-        dg = Conv2d.apply(gg, w, out_hw=g.shape[2:], **geom) if self.needs_input_grad[0] else None
-        dw = Conv2dWeightGrad.apply(gg, g, kernel_hw=w.shape[2:], **geom) if self.needs_input_grad[1] else None
-        return dg, dw
+        return conv2d_input_grad(self.backend, g, w, self.input_hw, **self.geometry())
 
 
-class Conv2dWeightGrad(Function):
-    """dw = weight gradient of a convolution of x with output gradient g.
+class Conv2dWeightGrad(_ConvFamily):
+    """dw = the weight gradient of a convolution of x with output gradient g, of spatial size
+    ``kernel_hw``."""
 
-    <gw, WeightGrad(x, g)> = <Conv2d(x, gw), g>, so its gradients are: in x,
-    Conv2dInputGrad(g, gw); in g, Conv2d(x, gw)."""
+    roles, makes, size_param = ("x", "g"), "w", "kernel_hw"
 
     def forward(self, x, g):
-        return conv2d_weight_grad(self.backend, x, g, self.kernel_hw, self.stride, self.padding,
-                                  self.dilation, self.groups)
-
-    def backward(self, ggw):
-        x, g = self.inputs
-        geom = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
-        dx = Conv2dInputGrad.apply(g, ggw, input_hw=x.shape[2:], **geom) if self.needs_input_grad[0] else None
-        dg = Conv2d.apply(x, ggw, out_hw=g.shape[2:], **geom) if self.needs_input_grad[1] else None
-        return dx, dg
+        return conv2d_weight_grad(self.backend, x, g, self.kernel_hw, **self.geometry())
 
 
+_MAKERS = {"g": Conv2d, "x": Conv2dInputGrad, "w": Conv2dWeightGrad}

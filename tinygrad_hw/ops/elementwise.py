@@ -219,9 +219,11 @@ class Clamp(_Masked):
 
 
 class Cast(Function):
+    """``a`` in ``dtype``; the gradient is cast back to the input's dtype."""
+
     def forward(self, a):
         self.in_dtype = a.dtype
-        return a.astype(self.dtype)
+        return a.astype(self.dtype, copy=False)
 
     def backward(self, g):
         return (g.astype(self.in_dtype),)

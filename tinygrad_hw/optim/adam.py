@@ -1,7 +1,7 @@
 """Adam and AdamW, like ``torch.optim.Adam`` / ``torch.optim.AdamW``."""
 from __future__ import annotations
 
-from .optimizer import Optimizer, grad_array, param_backend
+from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
 
@@ -54,11 +54,7 @@ class Adam(Optimizer):
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         weight_decay, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
         decoupled = group["decoupled_weight_decay"]
-        for p in group["params"]:
-            g = grad_array(p)
-            if g is None:
-                continue
-            xp = param_backend(p).xp
+        for p, g, xp in self._with_grads(group):
             x = p.data
             state = self._state_of(p)
             if not state:

@@ -155,6 +155,15 @@ class Optimizer:
     def _update_group(self, group: dict) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _with_grads(group):
+        """(parameter, its gradient array, its array module) for every parameter of ``group``
+        that has a gradient."""
+        for p in group["params"]:
+            g = grad_array(p)
+            if g is not None:
+                yield p, g, param_backend(p).xp
+
     def _state_of(self, p) -> dict:
         """``p``'s state, its arrays moved to ``p``'s backend and dtype if ``p`` has moved.
 

@@ -1,7 +1,7 @@
 """Stochastic gradient descent with optional (Nesterov) momentum, like ``torch.optim.SGD``."""
 from __future__ import annotations
 
-from .optimizer import Optimizer, grad_array, param_backend
+from .optimizer import Optimizer
 
 __all__ = ["SGD"]
 
@@ -32,11 +32,7 @@ class SGD(Optimizer):
     def _update_group(self, group):
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
         weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
-        for p in group["params"]:
-            g = grad_array(p)
-            if g is None:
-                continue
-            xp = param_backend(p).xp
+        for p, g, xp in self._with_grads(group):
             x = p.data
             # `work` is the one scratch array of this update; the caller's gradient is never
             # written to, so `d` aliases it only while it is read-only.

@@ -193,27 +193,28 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     return losses.sum() / total
 
 
-def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
-    """Mean squared error. Unlike PyTorch (which warns and broadcasts), input and target must
-    have the same shape."""
-    name = "mse_loss"
+def _pointwise_args(name, input, target, size_average, reduce, reduction):
+    """The checks of every loss that compares ``input`` and ``target`` element by element:
+    (target as a tensor of the input's dtype and shape, the reduction)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     check_reduction(name, reduction)
     check_float(name, input)
     target = _float_like(target, input, name, "target")
     _same_shape(name, input, target)
+    return target, reduction
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Mean squared error. Unlike PyTorch (which warns and broadcasts), input and target must
+    have the same shape."""
+    target, reduction = _pointwise_args("mse_loss", input, target, size_average, reduce, reduction)
     diff = input - target
     return _reduce(diff * diff, reduction)
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Mean absolute error (same shapes required, like :func:`mse_loss`)."""
-    name = "l1_loss"
-    reduction = legacy_reduction(size_average, reduce, reduction)
-    check_reduction(name, reduction)
-    check_float(name, input)
-    target = _float_like(target, input, name, "target")
-    _same_shape(name, input, target)
+    target, reduction = _pointwise_args("l1_loss", input, target, size_average, reduce, reduction)
     return _reduce((input - target).abs(), reduction)
 
 
@@ -222,11 +223,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """-w * (y log x + (1 - y) log(1 - x)) for probabilities ``input`` in [0, 1]; each log is
     clamped at -100 as in PyTorch."""
     name = "binary_cross_entropy"
-    reduction = legacy_reduction(size_average, reduce, reduction)
-    check_reduction(name, reduction)
-    check_float(name, input)
-    target = _float_like(target, input, name, "target")
-    _same_shape(name, input, target)
+    target, reduction = _pointwise_args(name, input, target, size_average, reduce, reduction)
     x = input.data
     if x.size and bool(((x < 0) | (x > 1)).any()):
         raise ValueError(f"{name}: all elements of input should be between 0 and 1")
@@ -243,11 +240,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """Sigmoid + binary cross-entropy in one numerically stable expression:
     (1 - y) x + (1 + (pos_weight - 1) y) softplus(-x), times ``weight``."""
     name = "binary_cross_entropy_with_logits"
-    reduction = legacy_reduction(size_average, reduce, reduction)
-    check_reduction(name, reduction)
-    check_float(name, input)
-    target = _float_like(target, input, name, "target")
-    _same_shape(name, input, target)
+    target, reduction = _pointwise_args(name, input, target, size_average, reduce, reduction)
     softplus_neg = (-input).softplus()  # -log(sigmoid(x)); its gradient at 0 is exactly -1/2
     if pos_weight is None:
         loss = (1 - target) * input + softplus_neg
