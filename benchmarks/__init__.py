@@ -1,1 +1,2 @@
-"""Benchmarks of tinygrad_hw against PyTorch (outside the test suite); see benchmarks/README.md."""
+"""Benchmarks of tinygrad_hw against PyTorch (outside the test suite); see benchmarks/README.md
+for how to run them and docs/benchmarks.md for the results."""

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tinygrad_hw as hw  # noqa: E402
 from tinygrad_hw.kernels import conv as cv, winograd  # noqa: E402
 from tinygrad_hw.kernels import parallel  # noqa: E402

@@ -1,9 +1,9 @@
 """Training-step benchmark of tinygrad_hw against PyTorch, both measured in this one process.
 
     python -m benchmarks.run [--backend numpy|cupy] [--quick] [--json PATH] [--only NAME,...]
-                             [--profile ROW] [--update-readme] [--wait-quiet SECONDS] [--threads N]
+                             [--profile ROW] [--update-report] [--wait-quiet SECONDS] [--threads N]
 
-What it measures, row by row (``benchmarks/README.md`` has the latest table):
+What it measures, row by row (``docs/benchmarks.md`` has the latest table):
 
 * whole networks: one training step = forward, cross-entropy, backward, SGD (momentum 0.9) step
   and ``zero_grad`` -- the assignment's "seed" CNN (batch 4 and 64), a VGG-style CNN (batch 64
@@ -54,16 +54,15 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep the profiler's start/stop
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 import tinygrad_hw as hw  # noqa: E402
+from tinygrad_hw import models  # noqa: E402
 from tinygrad_hw import nn as hnn  # noqa: E402
 from tinygrad_hw.nn import functional as HF  # noqa: E402
 
-README = Path(__file__).resolve().parent / "README.md"
-README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+from . import nets  # noqa: E402
+
+REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+REPORT_BEGIN, REPORT_END = "<!-- results:begin -->", "<!-- results:end -->"
 MB = 1024.0 * 1024.0
 
 
@@ -244,12 +243,6 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-def _copy_weights(ours_model, torch_model, torch):
-    """Load our initial weights into the PyTorch twin (same architecture, same names)."""
-    state = {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in ours_model.state_dict().items()}
-    torch_model.load_state_dict(state)
-
-
 def count_training_macs(torch_model, x_shape, torch) -> tuple[int, int]:
     """(forward MACs, training MACs) of the convolutions and linear layers of ``torch_model``.
 
@@ -292,7 +285,7 @@ def net_row(name, batch, build_ours, build_torch, torch, image_shape=(3, 32, 32)
     torch.manual_seed(0)
     template = build_ours()  # our initial weights, shared by both sides
     twin = build_torch()
-    _copy_weights(template, twin, torch)
+    models.copy_weights(template, twin)
     _, macs = count_training_macs(twin, (batch,) + tuple(image_shape), torch)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((batch,) + tuple(image_shape)).astype(np.float32)
@@ -484,7 +477,6 @@ def overhead_row(torch, chain=100, size=8):
 
 # -- networks ------------------------------------------------------------------------------------
 def build_rows(args, torch, only=None) -> list[Row]:
-    from benchmarks import nets
     quick = args.quick
     rows = []
 
@@ -495,16 +487,17 @@ def build_rows(args, torch, only=None) -> list[Row]:
         if want(name):
             rows.append(make())
 
-    net_batches = {"seed": (4, 64), "vgg": (64, 128)}
+    net_batches = {"small_cnn": (4, 64), "vgg_style": (64, 128)}
     if quick:
-        net_batches = {"seed": (2,), "vgg": (2,)}
+        net_batches = {"small_cnn": (2,), "vgg_style": (2,)}
     for kind, batches in net_batches.items():
         for b in batches:
             add(f"{kind} net", lambda b=b, kind=kind: net_row(
                 f"{kind} net", b, nets.ours_builder(kind), nets.torch_builder(kind), torch,
                 note=nets.DESCRIPTIONS[kind]))
-    add("fast net", lambda: net_row("fast net", 2 if quick else nets.fast_batch_size(), nets.ours_builder("fast"),
-                                    nets.torch_builder("fast"), torch, note=nets.DESCRIPTIONS["fast"]))
+    add("fast_cnn net", lambda: net_row("fast_cnn net", 2 if quick else nets.FAST_PRESET_BATCH,
+                                        nets.ours_builder("fast_cnn"), nets.torch_builder("fast_cnn"), torch,
+                                        note=nets.DESCRIPTIONS["fast_cnn"]))
     lb = 2 if quick else 64
     for cin, size in ((32, 32), (64, 16), (128, 8)):
         if quick:
@@ -787,14 +780,14 @@ def markdown_table(result) -> str:
     return "\n".join(lines)
 
 
-def update_readme(result, table, path=README):
+def update_report(result, table, path=REPORT):
     env = result["environment"]
     m = env["machine"]
     pools = env["threads"].get("threadpools") or []
     kernels = ", ".join(f"{p['internal_api']} {p['version']} kernel {p['architecture']}" for p in pools
                         if p["user_api"] == "blas") or "unknown"
     block = "\n".join([
-        README_BEGIN,
+        REPORT_BEGIN,
         f"Command: `{env['command']}` ({env['date']}).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['platform']}, "
@@ -807,12 +800,12 @@ def update_readme(result, table, path=README):
         + (f" GPU: {env['gpu']}." if "gpu" in env else ""),
         "",
         table,
-        README_END,
+        REPORT_END,
     ])
     text = path.read_text() if path.exists() else ""
-    if README_BEGIN in text and README_END in text:
-        head, rest = text.split(README_BEGIN, 1)
-        tail = rest.split(README_END, 1)[1]
+    if REPORT_BEGIN in text and REPORT_END in text:
+        head, rest = text.split(REPORT_BEGIN, 1)
+        tail = rest.split(REPORT_END, 1)[1]
         text = head + block + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
@@ -910,8 +903,8 @@ def parse_args(argv):
                         "test fast on a busy machine where spinning thread pools thrash)")
     p.add_argument("--profile", metavar="ROW", help="cProfile our side of the first row matching ROW and exit")
     p.add_argument("--profile-steps", type=int, default=5)
-    p.add_argument("--update-readme", action="store_true",
-                   help=f"write the table into {README.relative_to(REPO)} between the results markers")
+    p.add_argument("--update-report", "--update-readme", dest="update_report", action="store_true",
+                   help="write the table into docs/benchmarks.md between the results markers")
     args = p.parse_args(argv)
     args.argv = list(argv)
     if args.threads is None:
@@ -1001,9 +994,9 @@ def main(argv=None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1, default=float) + "\n")
         print(f"wrote {path}")
-    if args.update_readme:
-        update_readme(result, table)
-        print(f"updated {README}")
+    if args.update_report:
+        update_report(result, table)
+        print(f"updated {REPORT}")
     return 0
 
 

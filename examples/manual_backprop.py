@@ -22,13 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-try:
-    import tinygrad_hw as hw
-except ImportError:  # run from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import tinygrad_hw as hw
+import tinygrad_hw as hw
 from tinygrad_hw.optim import SGD
 
 INPUTS = (3.0, 5.0)  # i1, i2

@@ -6,8 +6,9 @@
     python examples/optimizer_study.py --optimizers adam,sgd --epochs 5
     python examples/optimizer_study.py --replot --out docs/optimizer_study   # redraw the figures
 
-Default: the assignment's network (:func:`models.seed_net`, 334k parameters), 10,000 training and
-5,000 validation images, batch 64, 16 epochs, 2 seeds, these optimizers:
+Default: the original exercise's network (:func:`tinygrad_hw.models.small_cnn`, 334k
+parameters), 10,000 training and 5,000 validation images, batch 64, 16 epochs, 2 seeds, these
+optimizers:
 
 * ``adam``: Adam, lr 1e-3 (betas 0.9/0.999, eps 1e-8);
 * ``sgd``: SGD, lr 0.05, momentum 0.9, constant rate;
@@ -39,9 +40,8 @@ a per-optimizer summary) and PNG figures to ``--out``: ``train_loss.png``, ``val
 ``test_accuracy.png`` (final test accuracy per optimizer; with ``--seeds`` > 1 the mean with the
 spread over seeds). Prints a summary table.
 
-The training and evaluation loops are those of ``examples/cifar_cnn.py`` (:func:`train_one_epoch`,
-:func:`evaluate`); the network is the assignment's (:func:`models.seed_net`) unless ``--model``
-says otherwise.
+The training and evaluation loops are the library's (:func:`tinygrad_hw.training.train_one_epoch`,
+:func:`tinygrad_hw.training.evaluate`).
 """
 from __future__ import annotations
 
@@ -55,17 +55,9 @@ from pathlib import Path
 
 import numpy
 
-try:
-    import tinygrad_hw as hw
-except ImportError:  # run from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import tinygrad_hw as hw
-from tinygrad_hw import nn
-from tinygrad_hw.data import CIFAR10, DataLoader
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cifar_cnn  # noqa: E402  (examples/cifar_cnn.py: the training and evaluation loops)
-import models  # noqa: E402
+import tinygrad_hw as hw
+from tinygrad_hw import models, nn, training
+from tinygrad_hw.data import CIFAR10, CIFAR10_MEAN, CIFAR10_STD, DataLoader, derived_seed, fixed_subset
 
 ALL_OPTIMIZERS = ("adam", "sgd", "nesterov", "swats", "swats_rtol", "plateau")
 DEFAULT_OPTIMIZERS = ("adam", "sgd", "nesterov", "swats", "swats_rtol", "plateau")
@@ -88,7 +80,7 @@ class StudyConfig:
     seed: int = 0                # first seed; seeds are seed, seed + 1, ...
     batch_size: int = 64
     eval_batch_size: int = 500
-    model: str = "seed"
+    model: str = "small_cnn"
     widths: tuple | None = None
     adam_lr: float = 1e-3
     sgd_lr: float = 0.05
@@ -105,11 +97,12 @@ class StudyConfig:
     def model_kwargs(self) -> dict:
         if self.widths is None:
             return {}
-        if self.model == "seed":
+        name = models.canonical_name(self.model)
+        if name == "small_cnn":
             return {"channels": tuple(self.widths)}
-        if self.model == "fast":
-            return {"widths": tuple(self.widths)}
-        return {"width": int(self.widths[0])}
+        if name == "resnet9":
+            return {"width": int(self.widths[0])}
+        return {"widths": tuple(self.widths)}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -137,16 +130,16 @@ def split_data(train_images, train_labels, test_images, test_labels, cfg: StudyC
 
     val = take(order[:cfg.val])
     train = take(order[cfg.val:cfg.val + cfg.limit])
-    test = cifar_cnn.subset(test_images, test_labels, cfg.test_limit)
+    test = fixed_subset(test_images, test_labels, cfg.test_limit)
     return train, val, test
 
 
 def make_loader(cfg: StudyConfig, data, *, train: bool, seed: int = 0):
-    common = dict(backend=cfg.backend, mean=cifar_cnn.CIFAR_MEAN, std=cifar_cnn.CIFAR_STD,
+    common = dict(backend=cfg.backend, mean=CIFAR10_MEAN, std=CIFAR10_STD,
                   dtype=cfg.dtype, prefetch=2)
     if train:
         return DataLoader(data[0], data[1], batch_size=cfg.batch_size, shuffle=True,
-                          seed=cifar_cnn.loader_seed(seed), **common)
+                          seed=derived_seed(seed, 1), **common)
     return DataLoader(data[0], data[1], batch_size=cfg.eval_batch_size, shuffle=False, seed=0,
                       **common)
 
@@ -268,14 +261,14 @@ def train_run(name: str, cfg: StudyConfig, seed: int, init: dict, train, val, te
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         phase_before, _ = current_rate(name, optimizer)
-        stats = cifar_cnn.train_one_epoch(model, train_loader, optimizer, None, loss_fn,
-                                          epoch=epoch, progress=False, log=_quiet)
+        stats = training.train_one_epoch(model, train_loader, optimizer, None, loss_fn,
+                                         epoch=epoch, progress=False, log=_quiet)
         phase, rate = current_rate(name, optimizer)
-        bad = cifar_cnn._nonfinite_parameters(model)
+        bad = training.nonfinite_parameters(model)
         if bad:
-            raise cifar_cnn.NonFiniteLossError(f"{name}, seed {seed}, epoch {epoch}: parameters "
-                                               f"not finite: {', '.join(bad)}")
-        v = cifar_cnn.evaluate(model, val_loader)
+            raise training.NonFiniteLossError(f"{name}, seed {seed}, epoch {epoch}: parameters "
+                                              f"not finite: {', '.join(bad)}")
+        v = training.evaluate(model, val_loader)
         switched_now = False
         if name == "plateau":
             switched_now = optimizer.epoch_end(v["loss"])
@@ -305,11 +298,11 @@ def train_run(name: str, cfg: StudyConfig, seed: int, init: dict, train, val, te
 
     # the end: the test set, once for the last model and once for the best-on-validation model
     test_loader = make_loader(cfg, test, train=False)
-    final_test = cifar_cnn.evaluate(model, test_loader)
-    final_train = cifar_cnn.evaluate(model, make_loader(cfg, train, train=False))
+    final_test = training.evaluate(model, test_loader)
+    final_train = training.evaluate(model, make_loader(cfg, train, train=False))
     best_model = build_model(cfg)
     best_model.load_state_dict(best_state)
-    best_test = cifar_cnn.evaluate(best_model, test_loader)
+    best_test = training.evaluate(best_model, test_loader)
     reached = next((r["epoch"] for r in history if r["train_loss"] <= cfg.target_loss), None)
     return {
         "optimizer": name, "label": LABELS[name], "seed": seed,
@@ -423,12 +416,8 @@ def _curves(runs, name, key):
 
 def write_figures(study: dict, out) -> list:
     """The PNG figures of ``study`` in ``out`` (an empty list without matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figures (pip install matplotlib)")
+    plt = training.pyplot()
+    if plt is None:
         return []
     out = Path(out)
     runs, cfg = study["runs"], study["config"]
@@ -462,15 +451,9 @@ def write_figures(study: dict, out) -> list:
                         markeredgecolor="black", ls="none")
         ax.plot([], [], marker="X", ms=8, color="gray", markeredgecolor="black", ls="none",
                 label="switch to SGD")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"CIFAR-10: {ylabel.split(' (')[0]}\n{subtitle}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.tight_layout()
-        fig.savefig(out / filename, dpi=110)
-        plt.close(fig)
-        written.append(out / filename)
+        training.finish_axes(ax, "epoch", ylabel, f"CIFAR-10: {ylabel.split(' (')[0]}\n{subtitle}",
+                             title_size=10, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        written.append(training.save_figure(plt, fig, out / filename, dpi=110))
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     xs = numpy.arange(len(names))
@@ -499,10 +482,7 @@ def write_figures(study: dict, out) -> list:
     ax.set_title(f"CIFAR-10 test accuracy ({study['test_images']} images){spread}", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(handles=handles, fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "test_accuracy.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "test_accuracy.png")
+    written.append(training.save_figure(plt, fig, out / "test_accuracy.png", dpi=110))
     return written
 
 
@@ -531,7 +511,7 @@ def parse_args(argv=None):
     p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
                    help=f"comma separated, from {','.join(ALL_OPTIMIZERS)}")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--model", choices=sorted(models.MODELS), default=d.model)
+    p.add_argument("--model", choices=sorted(models.MODELS) + sorted(models.ALIASES), default=d.model)
     p.add_argument("--widths", type=lambda s: tuple(int(w) for w in s.split(",")),
                    help="channels (see examples/cifar_cnn.py --widths)")
     p.add_argument("--adam-lr", type=float, default=d.adam_lr)
@@ -624,7 +604,7 @@ def main(argv=None, log=print) -> dict:
     study = run_study(cfg, train, val, test, log=log)
     study["command"] = " ".join(["python", "examples/optimizer_study.py"] + list(
         sys.argv[1:] if argv is None else argv))
-    study["machine"] = cifar_cnn.machine()
+    study["machine"] = training.machine()
     study["total_wall_seconds"] = time.perf_counter() - start
     (out / "study.json").write_text(json.dumps(study, indent=1))
     log("")

@@ -1,4 +1,6 @@
-"""Shared fixtures: the backend under test and hypothesis profiles.
+"""Shared fixtures: the backend under test and hypothesis profiles (helpers for real CIFAR-10
+images and the example scripts are in helpers.py; the comparisons with PyTorch are
+:mod:`tinygrad_hw.testing`).
 
 Tests that can run on CuPy take the ``backend`` fixture. It is 'numpy' by default; set
 TINYGRAD_HW_BACKEND=cupy (on a GPU machine) to run the same tests on CuPy, or
@@ -41,3 +43,4 @@ def _restore_library_state():
     yield
     hw.set_default_dtype(dtype)
     assert hw.is_grad_enabled(), "a test left grad mode off"
+

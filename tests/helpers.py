@@ -1,91 +1,67 @@
-"""The one helper that compares tinygrad_hw with PyTorch: forward value, gradients and dtype."""
-from __future__ import annotations
+"""Test helpers: real CIFAR-10 images for the tests that need them, and the example scripts
+loaded as modules. (The comparisons with PyTorch are :mod:`tinygrad_hw.testing`.)"""
+import io
+import importlib.util
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
-import torch
+import pytest
 
-import tinygrad_hw as hw
+from tinygrad_hw.data import CIFAR10, CIFAR10_MEAN, CIFAR10_STD, CLASSES
+from tinygrad_hw.data.cifar import locate
 
-TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
-
-
-def rel_err(a, b) -> float:
-    """max |a - b| / max(max |b|, tiny): a relative error over the whole array."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise AssertionError(f"shapes differ: {a.shape} vs {b.shape}")
-    if a.size == 0:
-        return 0.0
-    scale = max(np.abs(b).max(), 1e-300)
-    return float(np.abs(a - b).max() / scale)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def assert_close(ours, theirs, rtol, what="value"):
-    ours = ours.numpy() if isinstance(ours, hw.Tensor) else np.asarray(ours)
-    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} vs torch {theirs.shape}"
-    if ours.dtype.kind == "f" or theirs.dtype.kind == "f":
-        # where both sides are not finite they must agree exactly (inf/nan positions)
-        np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs), err_msg=what)
-        fin = np.isfinite(theirs)
-        err = rel_err(ours[fin], theirs[fin])
-        assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol:g}"
-    else:
-        np.testing.assert_array_equal(ours, theirs, err_msg=what)
+def load_example(name: str):
+    """The example script ``examples/<name>.py`` as a module (loaded from its file: the examples
+    are scripts, not an installed package)."""
+    return load_file(EXAMPLES / f"{name}.py", f"example_{name}")
 
 
-def to_torch(array, requires_grad):
-    t = torch.from_numpy(np.array(array))
-    return t.requires_grad_(requires_grad and t.is_floating_point())
+def load_file(path, name=None):
+    """The Python file ``path`` as a module named ``name`` (default: its stem)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
-def compare_with_torch(hw_fn, torch_fn, arrays, backend="numpy", rtol=None, grad_rtol=None,
-                       seed=0, check_grad=True, check_dtype=True):
-    """Run ``hw_fn(*tensors)`` and ``torch_fn(*torch_tensors)`` on the same ``arrays`` (NumPy).
+def read_cifar(split: str, per_class: int, offset: int = 0):
+    """``per_class`` real CIFAR-10 images of each class of ``split`` ('train' or 'test'), from
+    position ``offset`` of each class, as (N, 3, 32, 32) uint8 with the classes interleaved
+    (image i has label i % 10), and their labels. From an image-folder zip only those members
+    are read; from other copies the split is loaded. Skips the test where no copy is found."""
+    try:
+        source = locate(download=False)
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 is not on this machine (see tinygrad_hw.data.CIFAR10)")
+    order = [(label, i) for i in range(offset, offset + per_class) for label in range(len(CLASSES))]
+    labels = np.array([label for label, _ in order], dtype=np.int64)
+    if source.kind != "zip":
+        data = CIFAR10(root=source.path, train=split == "train", download=False)
+        first = {label: np.flatnonzero(data.labels == label) for label in range(len(CLASSES))}
+        return data.images[[first[label][i] for label, i in order]], labels
+    Image = pytest.importorskip("PIL.Image")
+    with zipfile.ZipFile(source.path) as zf:
+        by_class = {}
+        for name in zf.namelist():
+            parts = name.split("/")
+            if len(parts) >= 3 and parts[-3] == split and parts[-1].endswith((".jpg", ".png")):
+                by_class.setdefault(parts[-2], []).append(name)
+        images = []
+        for label, i in order:
+            with Image.open(io.BytesIO(zf.read(sorted(by_class[CLASSES[label]])[i]))) as img:
+                images.append(np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
+    return np.stack(images), labels
 
-    Floating inputs require grad. Compares the output, its dtype, and, after backpropagating the
-    same random upstream gradient through both, every input's gradient. Returns (ours, theirs).
-    """
-    xs = [hw.Tensor(a, backend=backend, requires_grad=np.asarray(a).dtype.kind == "f") for a in arrays]
-    ts = [to_torch(a, True) for a in arrays]
-    out, ref = hw_fn(*xs), torch_fn(*ts)
-    dtype = out.dtype
-    if rtol is None:
-        rtol = TOLERANCE.get(np.dtype(dtype), 1e-10)
-    assert_close(out, ref, rtol, "forward")
-    if check_dtype:
-        assert str(np.dtype(dtype)) == str(ref.dtype).replace("torch.", ""), f"dtype {dtype} vs {ref.dtype}"
-    if check_grad and out.requires_grad:
-        upstream = np.random.default_rng(seed).standard_normal(out.shape).astype(dtype)
-        out.backward(hw.Tensor(upstream, backend=backend))
-        ref.backward(torch.from_numpy(upstream))
-        for i, (x, t) in enumerate(zip(xs, ts)):
-            if t.requires_grad:
-                theirs = t.grad if t.grad is not None else torch.zeros_like(t)
-                assert x.grad is not None, f"input {i}: no gradient"
-                assert x.grad.dtype == x.dtype, f"input {i}: gradient dtype {x.grad.dtype} vs {x.dtype}"
-                assert_close(x.grad, theirs, grad_rtol or rtol, f"gradient of input {i}")
-    return out, ref
 
-
-def compare_second_order(hw_fn, torch_fn, arrays, backend="numpy", rtol=1e-9, seed=1):
-    """Gradient of <grad(f)(x), v> with respect to x (and v), ours against torch's create_graph."""
-    rng = np.random.default_rng(seed)
-    xs = [hw.Tensor(a, backend=backend, requires_grad=True) for a in arrays]
-    ts = [to_torch(a, True) for a in arrays]
-    out, ref = hw_fn(*xs), torch_fn(*ts)
-    up = rng.standard_normal(out.shape)
-    g_hw = hw.grad([out], xs, [hw.Tensor(up, backend=backend)], create_graph=True, allow_unused=True)
-    g_t = torch.autograd.grad([ref], ts, [torch.from_numpy(up)], create_graph=True, allow_unused=True)
-    vs = [rng.standard_normal(np.shape(a)) for a in arrays]
-    s_hw = sum(((g * hw.Tensor(v, backend=backend)).sum() for g, v in zip(g_hw, vs) if g is not None and g.requires_grad),
-               hw.Tensor(0.0, dtype="float64", backend=backend))
-    s_t = sum((g * torch.from_numpy(v)).sum() for g, v in zip(g_t, vs) if g is not None and g.requires_grad)
-    # where a side's first gradient is constant its second derivative is zero (None here)
-    gg_hw = hw.grad([s_hw], xs, allow_unused=True) if s_hw.requires_grad else [None] * len(xs)
-    torch_const = not isinstance(s_t, torch.Tensor) or not s_t.requires_grad
-    gg_t = [None] * len(ts) if torch_const else torch.autograd.grad([s_t], ts, allow_unused=True)
-    for i, (a, b) in enumerate(zip(gg_hw, gg_t)):
-        a = np.zeros(np.shape(arrays[i])) if a is None else a.numpy()
-        b = np.zeros(np.shape(arrays[i])) if b is None else b.detach().numpy(force=True)
-        assert_close(a, b, rtol, f"second-order gradient of input {i}")
+def normalized(images, mean=None, std=None):
+    """uint8 images as float64, normalised per channel (CIFAR-10's statistics by default), C-contiguous."""
+    mean = np.reshape(CIFAR10_MEAN if mean is None else mean, (1, 3, 1, 1))
+    std = np.reshape(CIFAR10_STD if std is None else std, (1, 3, 1, 1))
+    return np.ascontiguousarray((images.astype(np.float64) / 255.0 - mean) / std)

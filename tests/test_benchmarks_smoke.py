@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_ROWS = [
-    "seed net", "vgg net", "fast net",
+    "small_cnn net", "vgg_style net", "fast_cnn net",
     "conv2d 3x3 32->32", "conv2d 3x3 64->64", "conv2d 3x3 128->128",
     "max_pool2d 2x2", "linear 2048->256", "cross_entropy", "matmul float32", "op overhead",
 ]
@@ -40,7 +40,7 @@ def test_quick_benchmark_writes_every_row(tmp_path, backend):
     names = [r["name"] for r in result["rows"]]
     for expected in EXPECTED_ROWS:
         assert any(n.startswith(expected) for n in names), f"no row {expected!r} in {names}"
-    seed_rows = [r for r in result["rows"] if r["name"] == "seed net"]
+    seed_rows = [r for r in result["rows"] if r["name"] == "small_cnn net"]
     assert seed_rows and all(r["batch"] > 0 for r in seed_rows)
 
     limit = result["matmul_limit"]
@@ -78,3 +78,18 @@ def test_cupy_backend_without_cupy_fails_cleanly():
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert "cupy" in proc.stderr.lower()
+
+
+def test_fast_row_times_the_example_fast_preset():
+    """The benchmark's fast_cnn row is the CIFAR-10 example's fast preset: its network with the
+    preset's widths, at the preset's batch size."""
+    from helpers import load_example, load_file
+    from tinygrad_hw import models
+    nets = load_file(REPO / "benchmarks" / "nets.py")
+    cifar_cnn = load_example("cifar_cnn")
+    cfg = cifar_cnn.config_from_args(cifar_cnn.parse_args(["--preset", "fast"]))
+    assert cfg.batch_size == nets.FAST_PRESET_BATCH
+    preset_net = models.build(cfg.model, **cfg.model_kwargs())
+    bench_net = nets.ours_builder("fast_cnn")()
+    assert [(k, v.shape) for k, v in preset_net.state_dict().items()] == \
+        [(k, v.shape) for k, v in bench_net.state_dict().items()]

@@ -3,20 +3,15 @@ PyTorch give the same loss and the same gradient for every parameter (float64 ag
 < 1e-9; float32 against the float64 result of the same network < 1e-4, on a batch where every
 max-pooling and ReLU choice agrees, see tinygrad_hw.testing), and BatchNorm's running statistics
 evolve identically."""
-import io
-import zipfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 import tinygrad_hw as hw
-from helpers import assert_close
-from tinygrad_hw import nn
+from helpers import normalized, read_cifar
+from tinygrad_hw import models, nn
+from tinygrad_hw.testing import assert_close
 
-CIFAR_ZIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10" / "cifar10-jpeg.zip"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 RTOL = {np.float64: 1e-9, np.float32: 1e-4}
 
 
@@ -24,35 +19,13 @@ RTOL = {np.float64: 1e-9, np.float32: 1e-4}
 def cifar_batch():
     """64 real training images (N, 3, 32, 32) normalised per channel, and their labels: four
     candidate batches of 16 for the float32 tests."""
-    if not CIFAR_ZIP.exists():
-        pytest.skip(f"CIFAR-10 zip not found at {CIFAR_ZIP}")
-    Image = pytest.importorskip("PIL.Image")
-    images, labels = [], []
-    with zipfile.ZipFile(CIFAR_ZIP) as zf:
-        names = set(zf.namelist())
-        for i in range(64):
-            label = i % len(CLASSES)
-            name = f"train/{CLASSES[label]}/{i // len(CLASSES):04d}.jpg"
-            if name not in names:
-                pytest.skip(f"{name} is not in {CIFAR_ZIP}")
-            with Image.open(io.BytesIO(zf.read(name))) as img:
-                images.append(np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0)
-            labels.append(label)
-    x = np.stack(images).transpose(0, 3, 1, 2)
-    assert x.shape == (64, 3, 32, 32)
-    mean = np.array([0.4914, 0.4822, 0.4465]).reshape(1, 3, 1, 1)
-    std = np.array([0.2470, 0.2435, 0.2616]).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((x - mean) / std), np.array(labels, dtype=np.int64)
+    images, labels = read_cifar("train", 7)
+    return normalized(images[:64]), labels[:64]
 
 
 def seed_net(lib, p=0.05):
-    """The project's "seed" CNN, built from ``lib`` (tinygrad_hw.nn or torch.nn)."""
-    layers = []
-    for cin, cout in ((3, 6), (6, 12), (12, 24)):
-        layers += [lib.Conv2d(cin, cout, 3, stride=1, padding=1), lib.ReLU(), lib.MaxPool2d(2)]
-    layers += [lib.Flatten(), lib.Dropout(p), lib.Linear(384, 512), lib.ReLU(), lib.Dropout(p),
-               lib.Linear(512, 256), lib.ReLU(), lib.Dropout(p), lib.Linear(256, 10)]
-    return lib.Sequential(*layers)
+    """The original exercise's CNN (tinygrad_hw.models.small_cnn) with dropout ``p``."""
+    return models.small_cnn(lib, dropout=p)
 
 
 def bn_net(lib):

@@ -12,7 +12,7 @@ from tinygrad_hw.kernels import geometry, parallel, scratch, winograd
 import tinygrad_hw.nn.functional as hwF
 from tinygrad_hw.backend import get_backend
 
-from helpers import assert_close, compare_with_torch
+from tinygrad_hw.testing import assert_close, compare_with_torch
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-9, np.float32: 1e-4}

@@ -1,18 +1,15 @@
 """Determinism (bit-identical weights run to run and process to process) and no lost work
 (a checkpoint killed mid-save is always the old or the new one; resuming reproduces the run)."""
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 
 import tinygrad_hw as hw
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # A small CNN with every source of randomness: initialisation, dropout, BatchNorm statistics,
 # shuffled data; trained with SGD momentum. Prints the SHA-256 of the final weights.
@@ -54,8 +51,7 @@ TRAIN = textwrap.dedent("""
 
 
 def _run(code, *args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", TRAIN + textwrap.dedent(code), *args], env=env,
+    return subprocess.run([sys.executable, "-c", TRAIN + textwrap.dedent(code), *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -95,11 +91,10 @@ def test_checkpoint_killed_mid_save_is_old_or_new_and_resume_matches_uninterrupt
             hw.save({"version": version, "payload": big, "check": float(version) * 3}, path)
             print(version, flush=True)
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     rng = np.random.default_rng(0)
     seen = set()
     for trial in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", TRAIN + textwrap.dedent(writer), str(ckpt)], env=env,
+        proc = subprocess.Popen([sys.executable, "-c", TRAIN + textwrap.dedent(writer), str(ckpt)],
                                 stdout=subprocess.PIPE, text=True)
         proc.stdout.readline()  # at least one complete checkpoint exists
         time.sleep(float(rng.uniform(0.0, 0.25)))  # then kill it at a random moment

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 import tinygrad_hw as hw
 import tinygrad_hw.nn.functional as F
-from helpers import assert_close, compare_second_order, compare_with_torch
+from tinygrad_hw.testing import assert_close, compare_second_order, compare_with_torch
 from tinygrad_hw import nn
 
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}

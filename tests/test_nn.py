@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import tinygrad_hw as hw
 import tinygrad_hw.nn.functional as F
-from helpers import assert_close, compare_second_order, compare_with_torch
+from tinygrad_hw.testing import assert_close, compare_second_order, compare_with_torch
 from tinygrad_hw import nn
 
 # the tolerances for whole layers: float64 < 1e-9, float32 < 1e-4

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinygrad_hw as hw
-from helpers import compare_second_order, compare_with_torch
+from tinygrad_hw.testing import compare_second_order, compare_with_torch
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=5)
 

@@ -9,14 +9,10 @@ from hypothesis import strategies as st
 
 import tinygrad_hw as hw
 from tinygrad_hw import optim
+from tinygrad_hw.testing import rel_err
 
 STEPS = 20
 SHAPES = [(3, 4), (5,), ()]
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
 def make_problem(seed, dtype=np.float64, shapes=SHAPES):

@@ -13,9 +13,10 @@ import pytest
 import tinygrad_hw as hw
 from tinygrad_hw import nn
 
+from helpers import load_example
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-import optimizer_study as study  # noqa: E402
+study = load_example("optimizer_study")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("train_loss.png", "val_loss.png", "val_accuracy.png", "train_accuracy.png",
@@ -45,8 +46,7 @@ def test_quick_run_end_to_end(tmp_path):
     cmd = [sys.executable, str(ROOT / "examples" / "optimizer_study.py"), "--quick",
            "--limit", "320", "--val", "128", "--test-limit", "200", "--epochs", "2",
            "--optimizers", ",".join(study.ALL_OPTIMIZERS), "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best val acc" in proc.stdout and "wrote" in proc.stdout
     result = json.loads((out / "study.json").read_text())

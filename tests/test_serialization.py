@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tinygrad_hw as hw
-from helpers import assert_close
+from tinygrad_hw.testing import assert_close
 from tinygrad_hw import nn, optim
 
 

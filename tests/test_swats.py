@@ -10,6 +10,7 @@ import torch
 
 import tinygrad_hw as hw
 from tinygrad_hw import optim
+from tinygrad_hw.testing import rel_err
 
 
 def swats_reference(xs, grad_fn, steps, lr=1e-3, b1=0.9, b2=0.999, eps=1e-9, tol=1e-9, rtol=None):
@@ -56,10 +57,6 @@ def quadratic(scales=(10.0, 30.0), split=6, n=10):
         g = H @ np.concatenate(xs)
         return [g[:split], g[split:]]
     return blocks, grads
-
-
-def rel_err(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 def set_grads(params, grad_fn):

@@ -13,6 +13,6 @@ from .tensor import Tensor, cat, stack, where
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .gradcheck import gradcheck, gradgradcheck
 from .serialization import CheckpointError, load, save
-from . import nn, optim, data, testing
+from . import nn, optim, data, models, training, testing
 
 __version__ = "0.1.0"

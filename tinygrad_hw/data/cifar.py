@@ -42,6 +42,9 @@ import numpy
 __all__ = ["CIFAR10", "DatasetError", "CLASSES", "download_cifar10", "default_cache_dir"]
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# per-channel mean and standard deviation of the training images, for normalisation
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
 
 # The standard release (https://www.cs.toronto.edu/~kriz/cifar.html) and its published MD5.
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"

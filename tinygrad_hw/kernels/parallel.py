@@ -29,7 +29,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
-__all__ = ["WORKERS", "worker_count", "map_chunks", "matmul", "single_threaded_blas", "split_ranges"]
+__all__ = ["WORKERS", "worker_count", "map_chunks", "matmul", "single_threaded_blas", "split_ranges",
+           "limit_blas_threads"]
 
 # Threads that take chunks of a kernel on NumPy (the calling thread is one of them).
 # None: the number of usable cores. 1 turns the worker threads off.
@@ -100,6 +101,15 @@ def _thread_pool():
             _state["pool"] = ThreadPoolExecutor(workers - 1, thread_name_prefix="tinygrad_hw")
             _state["pool_size"] = workers
         return _state["pool"]
+
+
+def limit_blas_threads(threads: int) -> bool:
+    """Give NumPy's BLAS ``threads`` threads from now on (outside the kernels, which choose their
+    own); False where threadpoolctl cannot find or set it."""
+    libraries = _blas_libraries()
+    for lib in libraries:
+        lib.set_num_threads(int(threads))
+    return bool(libraries)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
-"""Checking tinygrad_hw against PyTorch (the counterpart of ``torch.testing``).
+"""Whole networks against their PyTorch twins: gradients on one batch, training trajectories.
 
-The test suite and ``examples/cifar_cnn.py --check-gradients`` compare whole networks with
-their PyTorch twins through :func:`compare_gradients`. PyTorch is imported only when a function
-that needs it is called; tinygrad_hw itself never needs it.
+The test suite and ``examples/cifar_cnn.py --check-gradients`` compare networks with their
+PyTorch twins through :func:`compare_gradients` (and :func:`check_networks`, which prints the
+report). A network is given as ``build(lib)``, a function that builds it from ``lib``
+(``tinygrad_hw.nn`` or ``torch.nn``), as every builder of :mod:`tinygrad_hw.models` does.
 
 Why float32 is judged against float64
 -------------------------------------
@@ -26,35 +27,18 @@ import copy
 
 import numpy
 
-from . import nn
-from .tensor import Tensor
+from .. import nn, optim
+from ..autograd import no_grad
+from ..backend import manual_seed
+from ..models import copy_weights
+from ..tensor import Tensor
+from .compare import rel_err, torch_module as _torch
 
-__all__ = ["rel_err", "LIMITS", "decisions", "compare_gradients", "worst_error", "disable_dropout"]
+__all__ = ["LIMITS", "twins", "disable_dropout", "decisions", "compare_gradients", "worst_error",
+           "agreeing_batch", "check_networks", "compare_trajectories"]
 
 #: Largest relative error (max |ours - reference| / max |reference|) accepted per dtype.
 LIMITS = {"float64": 1e-9, "float32": 1e-4}
-
-
-def rel_err(a, b) -> float:
-    """``max |a - b| / max |b|`` over whole arrays (``max |a - b|`` where ``b`` is all zero, 0
-    for empty arrays). The one relative error every comparison with PyTorch uses."""
-    a = numpy.asarray(a, dtype=numpy.float64)
-    b = numpy.asarray(b, dtype=numpy.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"rel_err: shapes differ, {a.shape} vs {b.shape}")
-    if a.size == 0:
-        return 0.0
-    diff = float(numpy.abs(a - b).max())
-    scale = float(numpy.abs(b).max())
-    return diff / scale if scale > 0 else diff
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError as exc:
-        raise ImportError("tinygrad_hw.testing compares with PyTorch: pip install torch") from exc
-    return torch
 
 
 def _is_torch(module) -> bool:
@@ -66,6 +50,17 @@ def _host(value):
     if isinstance(value, Tensor):
         return value.numpy()
     return value.detach().cpu().numpy()
+
+
+def twins(build, dtype: str = "float64", seed: int = 1234):
+    """``(ours, theirs)``: ``build(tinygrad_hw.nn)`` initialised from ``seed`` and
+    ``build(torch.nn)`` with the same weights, both in ``dtype``, training mode, dropout off."""
+    torch = _torch()
+    manual_seed(seed)
+    ours = build(nn).to("numpy", dtype)
+    theirs = build(torch.nn).to(getattr(torch, dtype))
+    copy_weights(ours, theirs)
+    return disable_dropout(ours), disable_dropout(theirs)
 
 
 def disable_dropout(model):
@@ -89,7 +84,6 @@ def _max_pool_route(layer, a, is_torch):
         with torch.no_grad():
             values, index = torch.nn.functional.max_pool2d(a, **args)
     else:
-        from .autograd import no_grad
         with no_grad():
             values, index = nn.functional.max_pool2d(a, **args)
     route = _host(index).astype(numpy.int64)
@@ -199,3 +193,102 @@ def worst_error(result: dict) -> float:
     """The largest of our relative errors (loss and gradients) in a :func:`compare_gradients`
     result."""
     return max([result["loss"]] + list(result["grads"].values()))
+
+
+def agreeing_batch(build, images, labels, batch: int, label_smoothing: float = 0.0):
+    """float32 gradients of ``build``'s network on the first ``batch`` consecutive images (from
+    offset 0, then ``batch``, ...) where tinygrad_hw's float32 pass, PyTorch's float32 pass and
+    the float64 pass make the same choice in every max-pooling window and ReLU (see the module
+    docstring). Returns ``(comparison, offset)``, or ``(None, batches tried)`` when none does."""
+    tried = 0
+    for offset in range(0, len(labels) - batch + 1, batch):
+        tried += 1
+        ours, theirs = twins(build, "float32")
+        result = compare_gradients(ours, theirs, images[offset:offset + batch],
+                                   labels[offset:offset + batch], label_smoothing)
+        if result["routes_agree"]:
+            return result, offset
+    return None, tried
+
+
+def check_networks(builds: dict, images, labels, batch: int = 16, label_smoothing: float = 0.0,
+                   log=print) -> dict:
+    """For every ``name: build`` of ``builds``, in float64 and float32, the loss and every
+    parameter gradient of tinygrad_hw against PyTorch, one line per parameter through ``log``.
+
+    float64 compares with PyTorch's float64 result on the first ``batch`` images (limit 1e-9).
+    float32 compares ours, and PyTorch's float32 result beside it, with the float64 result of
+    the same network on the first batch where all three route max-pooling and ReLU the same way
+    (:func:`agreeing_batch`; limit 1e-4). Returns ``{'name/dtype': comparison, 'ok': bool}``."""
+    results, ok = {}, True
+    for name, build in builds.items():
+        for dtype, limit in LIMITS.items():
+            if dtype == "float32":
+                r, offset = agreeing_batch(build, images, labels, batch, label_smoothing)
+                if r is None:
+                    log(f"{name} net, float32: none of the {offset} batches of {batch} images "
+                        "routes max-pooling and ReLU the same way in float32 (either library) "
+                        "and float64; not checked")
+                    ok = False
+                    continue
+                where = f"images {offset}-{offset + batch - 1} of the"
+                against = "the float64 result of the same network"
+            else:
+                r = compare_gradients(*twins(build, dtype), images[:batch], labels[:batch],
+                                      label_smoothing)
+                where, against = f"the first {batch}", "PyTorch float64"
+            results[f"{name}/{dtype}"] = r
+            worst = worst_error(r)
+            ok &= worst < limit
+            torch_note = ""
+            if r["torch_grads"] is not None:
+                torch_worst = max([r["torch_loss"]] + list(r["torch_grads"].values()))
+                torch_note = f" (PyTorch float32: {torch_worst:.2e})"
+            log(f"{name} net, {dtype}, {where} test images, against {against}: loss "
+                f"{r['loss_value']:.6f}, relative error of the loss {r['loss']:.2e}; worst over "
+                f"parameters {worst:.2e}{torch_note} ({'ok' if worst < limit else 'TOO LARGE'}, "
+                f"limit {limit:g})")
+            for pname, err in r["grads"].items():
+                beside = "" if r["torch_grads"] is None else f"   PyTorch {r['torch_grads'][pname]:.2e}"
+                log(f"    {pname:32s} {err:.2e}{beside}")
+    log("all gradients agree with PyTorch" if ok else "SOME GRADIENTS DISAGREE WITH PYTORCH")
+    results["ok"] = ok
+    return results
+
+
+def compare_trajectories(build, batches, optimizer: str = "sgd", lr: float = 0.01,
+                         dtype: str = "float64") -> dict:
+    """Train the tinygrad_hw and PyTorch twins of ``build`` side by side on ``batches`` (a list
+    of (images, labels)) with cross-entropy and ``optimizer`` ('sgd': Nesterov momentum 0.9 and
+    weight decay 5e-4; 'adam'). Returns the worst relative error of the losses (``'loss'``), of
+    each final parameter and buffer (``'params'``), and how far the parameters moved from their
+    start (``'moved'``, the largest relative change)."""
+    torch = _torch()
+    ours, theirs = twins(build, dtype)
+    if optimizer == "sgd":
+        opt = optim.SGD(ours.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        ref_opt = torch.optim.SGD(theirs.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                                  weight_decay=5e-4)
+    elif optimizer == "adam":
+        opt = optim.Adam(ours.parameters(), lr=lr)
+        ref_opt = torch.optim.Adam(theirs.parameters(), lr=lr)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}: expected 'sgd' or 'adam'")
+    initial = {k: v.numpy().copy() for k, v in ours.state_dict().items()}
+    loss_err = 0.0
+    for images, labels in batches:
+        x, y = numpy.asarray(images, dtype=dtype), numpy.asarray(labels, dtype=numpy.int64)
+        loss = nn.functional.cross_entropy(ours(Tensor(x)), Tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ref = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+        ref_opt.zero_grad()
+        ref.backward()
+        ref_opt.step()
+        loss_err = max(loss_err, rel_err(loss.item(), ref.item()))
+    theirs_state = theirs.state_dict()
+    param_err = {k: rel_err(v.numpy(), theirs_state[k].detach().numpy())
+                 for k, v in ours.state_dict().items()}
+    moved = max(rel_err(p.numpy(), initial[k]) for k, p in ours.named_parameters())
+    return {"loss": loss_err, "params": param_err, "moved": moved}

@@ -1,0 +1,156 @@
+"""One epoch of training and one evaluation pass, for any model, loader, optimizer and loss."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy
+
+from ..autograd import AnomalyError, detect_anomaly, no_grad
+from ..nn import functional as F
+from ..tensor import Tensor
+from .progress import Progress
+
+__all__ = ["NonFiniteLossError", "nonfinite_parameters", "diagnose_nonfinite", "train_one_epoch",
+           "evaluate"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message says where and, if found, which op."""
+
+
+def nonfinite_parameters(model) -> list:
+    """Names of the parameters of ``model`` that hold a NaN or an infinity."""
+    bad = []
+    for name, p in model.named_parameters():
+        if not bool(p._be.xp.isfinite(p.data).all()):
+            bad.append(name)
+    return bad
+
+
+def diagnose_nonfinite(model, loss_fn, x, y, step_desc: str) -> str:
+    """Re-run one batch under ``detect_anomaly()`` and describe where NaN/Inf first appears."""
+    lines = [f"the training loss is not finite at {step_desc}."]
+    if not bool(x._be.xp.isfinite(x.data).all()):
+        lines.append("the input batch itself contains NaN or Inf: check the data")
+    bad = nonfinite_parameters(model)
+    if bad:
+        lines.append(f"parameters already non-finite before this batch: {', '.join(bad)} "
+                     "(an earlier step's update blew up: lower --lr)")
+    try:
+        with detect_anomaly():
+            loss = loss_fn(model(x), y)
+            loss.backward()
+        lines.append("re-running the batch under detect_anomaly() found no NaN/Inf "
+                     "(the failure depends on random draws such as dropout)")
+    except AnomalyError as exc:
+        lines.append(f"detect_anomaly() on this batch: {exc}")
+    finally:
+        for p in model.parameters():
+            p.grad = None
+    return "\n".join(lines)
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, *, epoch: int = 1,
+                    progress: bool = True, log_every: int = 0, trace_every: int = 0,
+                    desc: str | None = None, log=print):
+    """One pass over ``loader``: forward, loss, backward, optimizer step and (per batch)
+    ``scheduler.step()`` when a scheduler is given.
+
+    Returns ``{'loss', 'accuracy', 'images', 'steps', 'seconds', 'images_per_second', 'lr',
+    'trace'}``: the mean training loss and accuracy over the epoch (of the augmented batches, in
+    training mode), and ``trace``, the mean loss of every ``trace_every`` consecutive batches
+    as (step within the epoch, loss) pairs. ``log_every`` > 0 prints the running loss every
+    that many batches, as the PyTorch tutorial does (``[epoch, batch] loss: ...``), through the
+    progress bar or, without one, through ``log``.
+    Raises :class:`NonFiniteLossError` when the loss becomes NaN/Inf.
+    """
+    model.train()
+    total = len(loader)
+    bar = Progress(total, desc or f"epoch {epoch}", progress, log)
+    loss_sum = correct = seen = steps = 0
+    running, window, window_steps = 0.0, 0.0, 0
+    trace = []
+    start = time.perf_counter()
+    try:
+        for x, y in loader:
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                optimizer.zero_grad()
+                raise NonFiniteLossError(diagnose_nonfinite(
+                    model, loss_fn, x, y, f"epoch {epoch}, batch {steps + 1} of {total}"))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            n = y.shape[0]
+            steps += 1
+            seen += n
+            loss_sum += value * n
+            correct += int((logits.data.argmax(1) == y.data).sum())
+            running += value
+            window += value
+            window_steps += 1
+            if log_every and steps % log_every == 0:
+                bar.write(f"[{epoch}, {steps:5d}] loss: {running / log_every:.3f}")
+                running = 0.0
+            if trace_every and window_steps == trace_every:
+                trace.append((steps, window / window_steps))
+                window, window_steps = 0.0, 0
+            elapsed = time.perf_counter() - start
+            bar.update(1, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
+                       img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+    finally:
+        bar.close()
+    if window_steps:
+        trace.append((steps, window / window_steps))
+    seconds = time.perf_counter() - start
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen,
+            "steps": steps, "seconds": seconds, "images_per_second": seen / max(seconds, 1e-9),
+            "lr": [g["lr"] for g in optimizer.param_groups], "trace": trace}
+
+
+def _flip(x):
+    """The batch mirrored left to right."""
+    return Tensor(x._be.xp.ascontiguousarray(x.data[..., ::-1]))
+
+
+def evaluate(model, loader, *, tta: bool = False, num_classes: int = 10, progress: bool = False):
+    """Accuracy of ``model`` (in eval mode, no graph) on ``loader``.
+
+    With ``tta`` the logits of each image and of its mirror image are averaged. Returns
+    ``{'loss', 'accuracy', 'correct', 'total', 'per_class', 'confusion', 'seconds'}``: the mean
+    cross-entropy (no label smoothing), overall and per-class accuracy, and the confusion matrix
+    (rows: true class, columns: predicted class) as nested lists.
+    """
+    was_training = model.training
+    model.eval()
+    confusion = numpy.zeros((num_classes, num_classes), dtype=numpy.int64)
+    loss_sum, total = 0.0, 0
+    bar = Progress(len(loader), "test", progress)
+    start = time.perf_counter()
+    try:
+        with no_grad():
+            for x, y in loader:
+                logits = model(x)
+                if tta:
+                    logits = (logits + model(_flip(x))) * 0.5
+                loss_sum += float(F.cross_entropy(logits, y, reduction="sum").item())
+                pred = logits.numpy().argmax(1)
+                truth = y.numpy()
+                numpy.add.at(confusion, (truth, pred), 1)
+                total += len(truth)
+                bar.update(1)
+    finally:
+        bar.close()
+        model.train(was_training)
+    per_class_total = confusion.sum(1)
+    correct = int(numpy.trace(confusion))
+    return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1),
+            "correct": correct, "total": total,
+            "per_class": [float(confusion[i, i] / per_class_total[i]) if per_class_total[i] else
+                          float("nan") for i in range(num_classes)],
+            "confusion": confusion.tolist(), "seconds": time.perf_counter() - start}
