@@ -11,16 +11,14 @@ import argparse
 import cProfile
 import os
 import pstats
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import tinygrad_hw as hw  # noqa: E402
-from tinygrad_hw.kernels import conv as cv, winograd  # noqa: E402
+from tinygrad_hw.kernels import winograd  # noqa: E402
 from tinygrad_hw.kernels import parallel  # noqa: E402
 import tinygrad_hw.nn.functional as hwF  # noqa: E402
 

@@ -1,16 +1,17 @@
 """The benchmark's networks: builders of :mod:`tinygrad_hw.models` for both libraries, and the
 batch sizes they are timed at.
 
-``fast_cnn`` is timed at the training batch of the CIFAR-10 example's ``fast`` preset, whose
-network is ``fast_cnn`` with its default widths (tests/test_benchmarks_smoke.py checks that the
-two agree). The benchmark trains every net the same way (cross-entropy, SGD with momentum 0.9),
+``fast_cnn`` is the CIFAR-10 example's ``fast`` preset (:mod:`tinygrad_hw.training.cifar10`):
+its network, timed at its training batch size. The benchmark trains every net the same way (cross-entropy, SGD with momentum 0.9),
 not with the preset's own recipe (label smoothing, weight decay, schedule).
 """
 from __future__ import annotations
 
 from tinygrad_hw import models
+from tinygrad_hw.training import cifar10
 
-FAST_PRESET_BATCH = 256  # examples/cifar_cnn.py --preset fast
+FAST = cifar10.preset("fast")
+FAST_PRESET_BATCH = FAST.batch_size
 
 DESCRIPTIONS = {
     "small_cnn": "the original exercise's CNN (tinygrad_hw.models.small_cnn): conv 3->6->12->24 "
@@ -21,12 +22,16 @@ DESCRIPTIONS = {
 }
 
 
+def _kwargs(kind):
+    return FAST.model_kwargs() if kind == models.canonical_name(FAST.model) else {}
+
+
 def ours_builder(kind):
     """A no-argument function building the tinygrad_hw net ``kind``."""
-    return lambda: models.build(kind)
+    return lambda: models.build(kind, **_kwargs(kind))
 
 
 def torch_builder(kind):
     """A no-argument function building the PyTorch twin of net ``kind``."""
     import torch
-    return lambda: models.build(kind, torch.nn)
+    return lambda: models.build(kind, torch.nn, **_kwargs(kind))

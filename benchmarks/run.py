@@ -6,8 +6,8 @@
 What it measures, row by row (``docs/benchmarks.md`` has the latest table):
 
 * whole networks: one training step = forward, cross-entropy, backward, SGD (momentum 0.9) step
-  and ``zero_grad`` -- the assignment's "seed" CNN (batch 4 and 64), a VGG-style CNN (batch 64
-  and 128) and the ``fast`` preset of the CIFAR-10 example at its training batch size;
+  and ``zero_grad`` -- the original exercise's CNN ``small_cnn`` (batch 4 and 64), a VGG-style CNN (batch 64
+  and 128) and ``fast_cnn``, the ``fast`` preset of the CIFAR-10 example, at its training batch size;
 * single layers, forward + backward (the input and the parameters need gradients): conv2d 3x3 at
   32->32 on 32x32, 64->64 on 16x16 and 128->128 on 8x8, max_pool2d 2x2, linear 2048->256 and
   cross-entropy, all at batch 64;

@@ -1,6 +1,6 @@
 """Backpropagation by hand, redone by autograd: a 2-2-1 network next to a hand-worked solution.
 
-The network (issue 5) has two inputs, two linear hidden units (no activation, no biases) and one
+The network of the original exercise (docs/origin.md) has two inputs, two linear hidden units (no activation, no biases) and one
 sigmoid output, and is trained on a single example with squared error and plain gradient descent:
 
     h1 = i1*w1 + i2*w2      h2 = i1*w3 + i2*w4      z = h1*w5 + h2*w6
@@ -11,11 +11,11 @@ computes every derivative (nothing below is differentiated by hand) and ``optim.
 the weights; each epoch's forward values, gradients and new weights are printed next to the
 hand-worked values and their difference.
 
-    python examples/manual_backprop.py                  # the issue's setting, float64
+    python examples/manual_backprop.py                  # the exercise's setting, float64
     python examples/manual_backprop.py --loss bce       # cross-entropy instead, compared with mse
     python examples/manual_backprop.py --dtype float32 --epochs 5 --lr 0.5
 
-:func:`train` returns the numbers as plain floats, so tests import it instead of parsing stdout.
+:func:`train` returns the numbers as plain floats, so tests call it instead of parsing stdout.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def train(epochs: int = 2, lr: float = 0.1, loss: str = "mse", backend: str = "n
           dtype: str = "float64", weights=INITIAL_WEIGHTS) -> History:
     """Train for ``epochs`` SGD steps on the one example; see :class:`History` for the result.
 
-    ``weights`` (w1..w6) defaults to the issue's 0.1..0.6; tests pass others to replay a step.
+    ``weights`` (w1..w6) defaults to the exercise's 0.1..0.6; tests pass others to replay a step.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}: expected one of {LOSSES}")

@@ -95,14 +95,7 @@ class StudyConfig:
     dtype: str = "float32"
 
     def model_kwargs(self) -> dict:
-        if self.widths is None:
-            return {}
-        name = models.canonical_name(self.model)
-        if name == "small_cnn":
-            return {"channels": tuple(self.widths)}
-        if name == "resnet9":
-            return {"width": int(self.widths[0])}
-        return {"widths": tuple(self.widths)}
+        return models.size_kwargs(self.model, self.widths)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -83,12 +83,12 @@ def test_cupy_backend_without_cupy_fails_cleanly():
 def test_fast_row_times_the_example_fast_preset():
     """The benchmark's fast_cnn row is the CIFAR-10 example's fast preset: its network with the
     preset's widths, at the preset's batch size."""
-    from helpers import load_example, load_file
+    from helpers import load_file
     from tinygrad_hw import models
-    nets = load_file(REPO / "benchmarks" / "nets.py")
-    cifar_cnn = load_example("cifar_cnn")
-    cfg = cifar_cnn.config_from_args(cifar_cnn.parse_args(["--preset", "fast"]))
-    assert cfg.batch_size == nets.FAST_PRESET_BATCH
+    from tinygrad_hw.training import cifar10
+    nets = load_file(REPO / "benchmarks" / "nets.py", "benchmark_nets")
+    cfg = cifar10.preset("fast")
+    assert cfg.batch_size == nets.FAST_PRESET_BATCH == 256
     preset_net = models.build(cfg.model, **cfg.model_kwargs())
     bench_net = nets.ours_builder("fast_cnn")()
     assert [(k, v.shape) for k, v in preset_net.state_dict().items()] == \

@@ -11,6 +11,7 @@ import tinygrad_hw as hw
 from helpers import load_example, read_cifar
 from tinygrad_hw import models, training
 from tinygrad_hw.data import fixed_subset
+from tinygrad_hw.training import cifar10 as recipe
 
 cifar_cnn = load_example("cifar_cnn")
 
@@ -70,7 +71,7 @@ def test_resume_equals_uninterrupted(preset, small_cifar, tmp_path):
     assert whole["loss_trace"] == resumed["loss_trace"]
     assert whole["confusion_matrix"] == resumed["confusion_matrix"]
     # the run really trained: the weights moved away from the initialisation
-    init = cifar_cnn.make_model(cfg).state_dict()
+    init = recipe.make_model(cfg).state_dict()
     assert any(not np.array_equal(init[k].numpy(), a[k].numpy()) for k in a)
 
 
@@ -94,7 +95,7 @@ def test_outputs_and_reloaded_evaluation(small_cifar, tmp_path):
     # evaluate the saved weights independently, with and without flip averaging
     model = models.build("fast_cnn", widths=(8, 16, 16))
     model.load_state_dict(hw.load(tmp_path / cifar_cnn.FINAL_MODEL))
-    _, test_loader = cifar_cnn.make_loaders(cfg, train, test)
+    _, test_loader = recipe.make_loaders(cfg, train, test)
     assert training.evaluate(model, test_loader, tta=True)["accuracy"] == metrics["test_accuracy"]
     assert (training.evaluate(model, test_loader)["accuracy"]
             == metrics["test_accuracy_no_tta"])
@@ -109,8 +110,8 @@ def test_baseline_preset_is_the_original_exercise():
     cfg = cifar_cnn.config_from_args(cifar_cnn.parse_args(["--preset", "baseline"]))
     assert (cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.log_every) == (2, 4, "adam", 1e-3, 2000)
     assert cfg.label_smoothing == 0 and cfg.weight_decay == 0 and cfg.schedule == "constant"
-    model = cifar_cnn.make_model(cfg)
-    opt = cifar_cnn.make_optimizer(cfg, model)
+    model = recipe.make_model(cfg)
+    opt = recipe.make_optimizer(cfg, model)
     group = opt.param_groups[0]
     assert (group["betas"], group["eps"], group["weight_decay"], group["amsgrad"]) == (
         (0.9, 0.999), 1e-8, 0, False)
@@ -121,7 +122,7 @@ def test_baseline_preset_is_the_original_exercise():
     linears = [(m.in_features, m.out_features) for m in model.modules() if type(m).__name__ == "Linear"]
     assert linears == [(384, 512), (512, 256), (256, 10)]
     assert [m.p for m in model.modules() if type(m).__name__ == "Dropout"] == [0.05] * 3
-    names = [type(t).__name__ for t in cifar_cnn.train_transform(cfg).transforms]
+    names = [type(t).__name__ for t in recipe.train_transform(cfg).transforms]
     assert names == ["RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "RandomGrayscale"]
     out = model(hw.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)
@@ -132,10 +133,10 @@ def test_running_loss_is_logged_like_the_exercise(small_cifar):
     the last log_every batch losses, as PyTorch's CIFAR-10 tutorial does."""
     train, test = small_cifar
     cfg = small_config("baseline", epochs=1)
-    model = cifar_cnn.make_model(cfg)
-    train_loader, _ = cifar_cnn.make_loaders(cfg, train, test)
+    model = recipe.make_model(cfg)
+    train_loader, _ = recipe.make_loaders(cfg, train, test)
     written = []
-    stats = training.train_one_epoch(model, train_loader, cifar_cnn.make_optimizer(cfg, model),
+    stats = training.train_one_epoch(model, train_loader, recipe.make_optimizer(cfg, model),
                                      None, hw.nn.CrossEntropyLoss(), epoch=1, progress=False,
                                      log_every=5, trace_every=1, log=written.append)
     assert stats["steps"] == 10 and stats["images"] == 320
@@ -173,11 +174,11 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(small_cifar, tm
 def test_nonfinite_parameters_are_named(small_cifar):
     train, test = small_cifar
     cfg = small_config("fast", epochs=1)
-    model = cifar_cnn.make_model(cfg)
+    model = recipe.make_model(cfg)
     model[0].weight.data[0, 0, 0, 0] = np.inf
-    train_loader, _ = cifar_cnn.make_loaders(cfg, train, test)
+    train_loader, _ = recipe.make_loaders(cfg, train, test)
     with pytest.raises(training.NonFiniteLossError, match=r"(?s)epoch 1, batch 1 .*0\.weight"):
-        training.train_one_epoch(model, train_loader, cifar_cnn.make_optimizer(cfg, model), None,
+        training.train_one_epoch(model, train_loader, recipe.make_optimizer(cfg, model), None,
                                  hw.nn.CrossEntropyLoss(), progress=False)
 
 

@@ -23,7 +23,7 @@ def cifar_batch():
     return normalized(images[:64]), labels[:64]
 
 
-def seed_net(lib, p=0.05):
+def small_cnn(lib, p=0.05):
     """The original exercise's CNN (tinygrad_hw.models.small_cnn) with dropout ``p``."""
     return models.small_cnn(lib, dropout=p)
 
@@ -85,16 +85,16 @@ def candidate_batches(cifar_batch, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_seed_cnn_matches_pytorch_on_cifar(cifar_batch, backend, dtype):
+def test_small_cnn_matches_pytorch_on_cifar(cifar_batch, backend, dtype):
     for x, labels in candidate_batches(cifar_batch, dtype):
-        ours, theirs = twin_models(seed_net, dtype, backend)
+        ours, theirs = twin_models(small_cnn, dtype, backend)
         ours.eval()  # dropout off
         theirs.eval()
         loss = compare_step(ours, theirs, x, labels, dtype, backend)
         if loss is None:
             continue
         assert 1.5 < loss < 3.5  # ~log(10) for a fresh network on real images
-        ours_p0, theirs_p0 = twin_models(lambda lib: seed_net(lib, p=0.0), dtype, backend)
+        ours_p0, theirs_p0 = twin_models(lambda lib: small_cnn(lib, p=0.0), dtype, backend)
         if compare_step(ours_p0.train(), theirs_p0.train(), x, labels, dtype, backend,
                         label_smoothing=0.1) is not None:
             return

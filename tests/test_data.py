@@ -1,6 +1,6 @@
 """CIFAR-10 loading (both layouts, the cache, the download, every kind of broken file) and the
 DataLoader. All fixtures are small copies built in tmp_path; one test reads the real zip's test
-split where ../shared holds it."""
+split where a copy of CIFAR-10 is found."""
 import hashlib
 import io
 import os
@@ -140,7 +140,7 @@ def test_cache_is_used_and_keyed_by_source(tmp_path, monkeypatch):
     first = _load(tmp_path)
     cache = tmp_path / "cache"
     assert len(list(cache.glob("cifar10-train-*.npy"))) == 2
-    monkeypatch.setattr(cifar_module, "_decode_split", lambda *a: pytest.fail("decoded again"))
+    monkeypatch.setattr(cifar_module, "decode_split", lambda *a: pytest.fail("decoded again"))
     start = time.perf_counter()
     second = _load(tmp_path)
     assert time.perf_counter() - start < 0.5

@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "manual_backprop.py"
 mb = load_example("manual_backprop")
 
-# The problem, restated here rather than imported, so that the example is checked against the issue.
+# The problem, restated here rather than imported, so that the example is checked against the exercise.
 I1, I2, Y = 3.0, 5.0, 1.0
 W0 = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 LR = 0.1
 
-# The hand-worked solution exactly as the issue gives it: (epoch 1, epoch 2, evaluation).
+# The hand-worked solution exactly as the exercise gives it: (epoch 1, epoch 2, evaluation).
 HAND = {
     "h1": (1.3, 1.321964, 1.342492117),
     "h2": (2.9, 2.9263568, 2.951061382),
@@ -50,7 +50,7 @@ UPDATES = [f"w{k} after" for k in range(1, 7)]
 FORWARD = ["h1", "h2", "z", "a", "L"]
 
 F64_RTOL = 1e-12
-# float32 against float64: observed <= 1.8e-6 relative at the issue's setting (mse and bce),
+# float32 against float64: observed <= 1.8e-6 relative at the exercise's setting (mse and bce),
 # i.e. ~15 float32 epsilons; the worst rows are the gradients, through 1 - a = 0.084.
 F32_RTOL = 1e-5
 
@@ -202,7 +202,7 @@ def test_hand_table_deviations_come_from_its_rounding(backend):
             f"evaluation {row} from the hand's weights: {evaluation[row]!r} vs {HAND[row][2]!r}")
 
 
-def test_example_carries_the_issue_table():
+def test_example_carries_the_hand_worked_table():
     assert mb.INPUTS == (I1, I2) and mb.TARGET == Y and tuple(mb.INITIAL_WEIGHTS) == W0
     for row, values in HAND.items():
         assert tuple(v for v in mb.HAND_WORKED[row] if v is not None) == values, row
@@ -218,7 +218,7 @@ def test_float32_equals_closed_form_within_float32_precision(backend, loss):
 
 
 def test_cross_entropy_gradient_is_larger_and_loss_falls_faster(backend):
-    """The issue's conclusion, measured: with bce dL/dz = a - y, 1 / (2a(1 - a)) = 6.5x mse's."""
+    """The exercise's conclusion, measured: with bce dL/dz = a - y, 1 / (2a(1 - a)) = 6.5x mse's."""
     mse = mb.train(2, LR, "mse", backend, "float64")
     bce = mb.train(2, LR, "bce", backend, "float64")
     a = mse.epochs[0]["a"]

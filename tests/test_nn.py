@@ -14,7 +14,7 @@ import tinygrad_hw.nn.functional as F
 from tinygrad_hw.testing import assert_close, compare_second_order, compare_with_torch
 from tinygrad_hw import nn
 
-# the tolerances for whole layers: float64 < 1e-9, float32 < 1e-4
+# the tolerances for whole layers: float64 < 1e-9, float32 < 1e-4
 LAYER_RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
 DTYPES = st.sampled_from([np.float64, np.float32])
 

@@ -2,7 +2,6 @@
 (study.json fields, figures, the same initial weights for every optimizer), and its switch
 bookkeeping."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -10,7 +10,6 @@ own memory pool and runs the whole batch at once) both are plain allocations.
 from __future__ import annotations
 
 import math
-import math
 import threading
 
 from .parallel import worker_count

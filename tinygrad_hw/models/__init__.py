@@ -10,7 +10,7 @@ from __future__ import annotations
 from .cifar import fast_cnn, resnet9, small_cnn, vgg_style
 from .whitening import patch_whitening_filters, whiten_first_conv
 
-__all__ = ["MODELS", "ALIASES", "build", "canonical_name", "torch_model", "copy_weights",
+__all__ = ["MODELS", "ALIASES", "build", "canonical_name", "size_kwargs", "torch_model", "copy_weights",
            "count_parameters", "small_cnn", "fast_cnn", "resnet9", "vgg_style",
            "patch_whitening_filters", "whiten_first_conv"]
 
@@ -25,6 +25,25 @@ def canonical_name(name: str) -> str:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: expected one of {sorted(MODELS)}")
     return name
+
+
+def size_kwargs(name: str, widths=None, stem=None) -> dict:
+    """Keyword arguments that set the channels of network ``name`` from one list ``widths``
+    (as a command line gives them): ``small_cnn``'s ``channels``, ``resnet9``'s base ``width``
+    (the first value), ``fast_cnn``'s and ``vgg_style``'s ``widths`` (and ``fast_cnn``'s
+    ``stem``). Empty for None."""
+    name = canonical_name(name)
+    kwargs = {}
+    if widths is not None:
+        if name == "small_cnn":
+            kwargs["channels"] = tuple(widths)
+        elif name == "resnet9":
+            kwargs["width"] = int(widths[0])
+        else:
+            kwargs["widths"] = tuple(widths)
+    if stem is not None and name == "fast_cnn":
+        kwargs["stem"] = int(stem)
+    return kwargs
 
 
 def build(name: str, lib=None, **kwargs):

@@ -37,6 +37,26 @@ def _new_buffer(shape, dtype, backend, fill):
     return Tensor._make(be.xp.full(shape, fill, dtype=dtype), be)
 
 
+def _weight_and_bias(module, weight_shape, bias: bool, dtype, backend) -> None:
+    """Register ``module.weight`` of ``weight_shape`` and ``module.bias`` (one per output, or
+    None when ``bias`` is false), uninitialised."""
+    module.weight = _new_param(weight_shape, dtype, backend)
+    if bias:
+        module.bias = _new_param((weight_shape[0],), dtype, backend)
+    else:
+        module.register_parameter("bias", None)
+
+
+def _reset_like_pytorch(weight, bias) -> None:
+    """PyTorch's default initialisation of Linear and Conv2d: kaiming_uniform with a=sqrt(5) for
+    the weight (U(+-1/sqrt(fan_in))), and U(+-1/sqrt(fan_in)) for the bias."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    fan_in = math.prod(weight.shape[1:])
+    if bias is not None and fan_in:
+        bound = 1 / math.sqrt(fan_in)
+        init.uniform_(bias, -bound, bound)
+
+
 class Identity(Module):
     """Returns its input (any constructor arguments are ignored, as in PyTorch)."""
 
@@ -59,18 +79,11 @@ class Linear(Module):
         positive_int("Linear", "in_features", in_features)
         positive_int("Linear", "out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
-        self.weight = _new_param((out_features, in_features), dtype, backend)
-        if bias:
-            self.bias = _new_param((out_features,), dtype, backend)
-        else:
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, (out_features, in_features), bias, dtype, backend)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
-            init.uniform_(self.bias, -bound, bound)
+        _reset_like_pytorch(self.weight, self.bias)
 
     def forward(self, input):
         return F.linear(input, self.weight, self.bias)
@@ -112,20 +125,12 @@ class Conv2d(Module):
             raise NotImplementedError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.padding_mode = padding_mode
-        self.weight = _new_param((out_channels, in_channels // groups) + self.kernel_size, dtype, backend)
-        if bias:
-            self.bias = _new_param((out_channels,), dtype, backend)
-        else:
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, (out_channels, in_channels // groups) + self.kernel_size, bias, dtype,
+                         backend)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
-            if fan_in:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_like_pytorch(self.weight, self.bias)
 
     def forward(self, input):
         return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
@@ -145,16 +150,23 @@ class Conv2d(Module):
         return s
 
 
-class MaxPool2d(Module):
-    """Max pooling; ``stride`` defaults to ``kernel_size``."""
+class _Pool2d(Module):
+    """The window arguments every pooling layer keeps; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
-                 ceil_mode: bool = False):
+    def __init__(self, kernel_size, stride, padding, ceil_mode):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
-        self.padding, self.dilation = padding, dilation
-        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+        self.padding, self.ceil_mode = padding, ceil_mode
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling (ties go to the first maximum, padding never wins)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+                 ceil_mode: bool = False):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.dilation, self.return_indices = dilation, return_indices
 
     def forward(self, input):
         return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -165,15 +177,12 @@ class MaxPool2d(Module):
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
-class AvgPool2d(Module):
-    """Average pooling; ``stride`` defaults to ``kernel_size``."""
+class AvgPool2d(_Pool2d):
+    """Average pooling (PyTorch's divisor rules; ``divisor_override`` is not supported)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override=None):
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding, self.ceil_mode = padding, ceil_mode
+        super().__init__(kernel_size, stride, padding, ceil_mode)
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def forward(self, input):
@@ -318,8 +327,13 @@ class ReLU(_Activation):
     def __init__(self, inplace: bool = False):
         super().__init__(inplace=inplace)
 
-    def forward(self, input):
-        return F.relu(input)
+    def forward(self, input): return F.relu(input)
+
+
+class Sigmoid(Module):
+    """``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
+
+    def forward(self, input): return F.sigmoid(input)
 
 
 class LeakyReLU(_Activation):
@@ -328,22 +342,13 @@ class LeakyReLU(_Activation):
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__(negative_slope=negative_slope, inplace=inplace)
 
-    def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope)
-
-
-class Sigmoid(Module):
-    """``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
-
-    def forward(self, input):
-        return F.sigmoid(input)
+    def forward(self, input): return F.leaky_relu(input, self.negative_slope)
 
 
 class Tanh(Module):
     """Hyperbolic tangent."""
 
-    def forward(self, input):
-        return F.tanh(input)
+    def forward(self, input): return F.tanh(input)
 
 
 class GELU(_Activation):
@@ -354,8 +359,17 @@ class GELU(_Activation):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         super().__init__(approximate=approximate)
 
-    def forward(self, input):
-        return F.gelu(input, self.approximate)
+    def forward(self, input): return F.gelu(input, self.approximate)
+
+
+class ELU(_Activation):
+    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere: smooth at 0 for ``alpha = 1``,
+    and bounded below by ``-alpha``."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__(alpha=alpha, inplace=inplace)
+
+    def forward(self, input): return F.elu(input, self.alpha)
 
 
 class SiLU(_Activation):
@@ -364,18 +378,7 @@ class SiLU(_Activation):
     def __init__(self, inplace: bool = False):
         super().__init__(inplace=inplace)
 
-    def forward(self, input):
-        return F.silu(input)
-
-
-class ELU(_Activation):
-    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere."""
-
-    def __init__(self, alpha: float = 1.0, inplace: bool = False):
-        super().__init__(alpha=alpha, inplace=inplace)
-
-    def forward(self, input):
-        return F.elu(input, self.alpha)
+    def forward(self, input): return F.silu(input)
 
 
 class Softplus(_Activation):
@@ -384,8 +387,7 @@ class Softplus(_Activation):
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         super().__init__(beta=beta, threshold=threshold)
 
-    def forward(self, input):
-        return F.softplus(input, self.beta, self.threshold)
+    def forward(self, input): return F.softplus(input, self.beta, self.threshold)
 
 
 class Softmax(_Activation):
@@ -394,8 +396,7 @@ class Softmax(_Activation):
     def __init__(self, dim=None):
         super().__init__(dim=dim)
 
-    def forward(self, input):
-        return F.softmax(input, self.dim)
+    def forward(self, input): return F.softmax(input, self.dim)
 
 
 class LogSoftmax(_Activation):
@@ -404,8 +405,7 @@ class LogSoftmax(_Activation):
     def __init__(self, dim=None):
         super().__init__(dim=dim)
 
-    def forward(self, input):
-        return F.log_softmax(input, self.dim)
+    def forward(self, input): return F.log_softmax(input, self.dim)
 
 
 class Flatten(Module):

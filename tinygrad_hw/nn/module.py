@@ -7,7 +7,6 @@ arrays loads into the same architecture.
 """
 from __future__ import annotations
 
-import operator
 from collections import OrderedDict, namedtuple
 from typing import Iterator
 
