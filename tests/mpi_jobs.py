@@ -162,10 +162,143 @@ def sync_batchnorm():
     print("ok sync_batchnorm")
 
 
-MAIN = {"exactness": exactness, "sync_batchnorm": sync_batchnorm}
+def ddp_api():
+    """no_sync, the bucket layout, and the error for a parameter that gets no gradient."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    data = batches(2, 8, np.float32)
+    hw.manual_seed(0)
+    model = DDP(plain_net(np.float32), bucket_cap_mb=0.0005)  # 524 bytes: 3 buckets
+    params = [p for p in model.parameters()]
+    order = [p for b in model.buckets for p in b.params]
+    assert [id(p) for p in order] == [id(p) for p in reversed(params)], "buckets: reverse order"
+    assert len(model.buckets) == 3 and all(b.nbytes >= 524 for b in model.buckets)
+    x, y = data[0]
+    half = len(y) // world
+    mine = [(hw.Tensor(x[rank * half + k * half // 2:rank * half + (k + 1) * half // 2]),
+             hw.Tensor(y[rank * half + k * half // 2:rank * half + (k + 1) * half // 2])) for k in (0, 1)]
+    with model.no_sync():  # accumulate locally: the ranks' gradients differ
+        F.cross_entropy(model(mine[0][0]), mine[0][1]).backward()
+    local = [None] * world
+    dist.all_gather_object(local, params[0].grad.numpy())
+    assert not np.array_equal(local[0], local[1]), "no_sync must not communicate"
+    F.cross_entropy(model(mine[1][0]), mine[1][1]).backward()  # averages everything accumulated
+    same_on_every_rank(hashlib.sha256(b"".join(p.grad.numpy().tobytes() for p in params)).hexdigest(),
+                       "the gradients after the synchronised backward")
+    # a parameter left out of the loss: a clear error on every rank, no hang
+    hw.manual_seed(0)
+    unused = DDP(nn.ModuleDict({"used": nn.Linear(4, 2), "unused": nn.Linear(4, 2)}))
+    try:
+        unused.module["used"](hw.randn(3, 4)).sum().backward()
+    except RuntimeError as exc:
+        assert "unused.weight" in str(exc) and "received no gradient" in str(exc), exc
+    else:
+        raise AssertionError("an unused parameter must be an error")
+    print("ok ddp_api")
+
+
+def resume(out):
+    """examples/cifar_cnn.py on 2 ranks (small random images): 2 epochs in one go == 1 epoch,
+    stop, --resume for the second, bit for bit; for the fast preset (BatchNorm, crops and
+    flips, one-cycle) and the baseline (dropout, Adam)."""
+    from pathlib import Path
+
+    from helpers import load_example
+    cifar_cnn = load_example("cifar_cnn")
+    rank = dist.get_rank()
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (100, 3, 32, 32), dtype=np.uint8), np.arange(100) % 10
+    test = rng.integers(0, 256, (30, 3, 32, 32), dtype=np.uint8), np.arange(30) % 10
+    quiet = cifar_cnn.quiet
+    for preset in ("fast", "baseline"):
+        cfg = cifar_cnn.config_from_args(cifar_cnn.parse_args(["--preset", preset, "--epochs", "2",
+                                                               "--seed", "3"]))
+        cfg.widths = (8, 16, 16) if preset == "fast" else None
+        cfg.batch_size, cfg.eval_batch_size, cfg.log_every, cfg.whiten = 16, 10, 0, False
+        base = Path(out) / preset
+        whole = cifar_cnn.run(cfg, base / "whole", train, test, progress=False, plots=False, log=quiet)
+        part = cifar_cnn.run(cfg, base / "split", train, test, progress=False, plots=False,
+                             stop_after=1, log=quiet)
+        assert part["finished"] is False
+        hw.manual_seed(999 + rank)  # another process state before resuming must not matter
+        hw.randn(5)
+        resumed = cifar_cnn.run(cfg, base / "split", train, test, resume=True, progress=False,
+                                plots=False, log=quiet)
+        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr_end"):
+            assert ([e[key] for e in whole["history"]]
+                    == [e[key] for e in resumed["history"]]), f"{preset}: {key}"
+        if rank == 0:
+            a, b = hw.load(base / "whole" / cifar_cnn.FINAL_MODEL), hw.load(base / "split" / cifar_cnn.FINAL_MODEL)
+            assert list(a) == list(b)
+            for key in a:
+                assert np.array_equal(a[key].numpy(), b[key].numpy()), f"{preset}: {key}"
+            assert whole["confusion_matrix"] == resumed["confusion_matrix"]
+            assert hw.load(base / "split" / cifar_cnn.CHECKPOINT)["world_size"] == 2
+    print("ok resume")
+
+
+def single():
+    """One process, no launcher: a world of one, where every collective is the identity."""
+    assert (dist.get_rank(), dist.get_world_size(), dist.get_backend()) == (0, 1, "mpi")
+    t = hw.Tensor([1.0, 2.0])
+    dist.all_reduce(t)
+    dist.broadcast(t)
+    out = [hw.zeros(2)]
+    dist.all_gather(out, t)
+    dist.barrier()
+    assert t.tolist() == [1.0, 2.0] and out[0].tolist() == [1.0, 2.0]
+    model = DDP(plain_net(np.float32))
+    F.cross_entropy(model(hw.randn(2, 3, 8, 8)), hw.Tensor([1, 2])).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    try:
+        dist.init_process_group("mpi")
+    except RuntimeError as exc:
+        assert "already initialized" in str(exc)
+    else:
+        raise AssertionError("a second init_process_group must be an error")
+    print("ok single")
+
+
+def nccl():
+    """The nccl backend on one GPU (NCCL refuses two ranks on one device): every collective on
+    CuPy tensors, and a DDP step, through NCCL."""
+    assert dist.get_backend() == "nccl"
+    hw.set_backend("cupy")
+    t = hw.Tensor(np.arange(4, dtype=np.float32))
+    dist.all_reduce(t, "avg")
+    dist.broadcast(t, src=0)
+    out = [hw.zeros(4)]
+    dist.all_gather(out, t)
+    dist.barrier()
+    assert t.numpy().tolist() == [0.0, 1.0, 2.0, 3.0] and out[0].numpy().tolist() == t.numpy().tolist()
+    host = hw.Tensor(np.ones(3), backend="numpy")  # host tensors go through MPI
+    dist.all_reduce(host)
+    model = DDP(plain_net(np.float32).to("cupy"))
+    F.cross_entropy(model(hw.randn(2, 3, 8, 8)), hw.Tensor([1, 2])).backward()
+    assert all(p.grad is not None and p.grad.backend == "cupy" for p in model.parameters())
+    print("ok nccl")
+
+
+def die(how):
+    """Rank 1 fails while rank 0 waits in an all_reduce."""
+    import os
+    import time
+    t = hw.Tensor(np.ones(4, np.float32))
+    dist.all_reduce(t)  # both ranks are up
+    if dist.get_rank() == 1:
+        if how == "raise":
+            raise ValueError("rank 1 failed on purpose")
+        if how == "kill":
+            os.kill(os.getpid(), 9)
+        time.sleep(120)  # "hang": never reaches the next collective
+    dist.all_reduce(t)
+    print("rank 0 was not stopped", flush=True)
+
+
+MAIN = {"exactness": exactness, "sync_batchnorm": sync_batchnorm, "ddp_api": ddp_api,
+        "single": single, "nccl": nccl}
 
 if __name__ == "__main__":
-    dist.init_process_group("mpi", timeout=60)
-    for name in sys.argv[1:]:
-        MAIN[name]()
+    dist.init_process_group("nccl" if sys.argv[2] == "nccl" else "mpi", timeout=float(sys.argv[1]))
+    name, args = sys.argv[2], sys.argv[3:]
+    {"resume": resume, "die": die}.get(name, lambda *a: [MAIN[n]() for n in [name] + list(a)])(*args)
     dist.destroy_process_group()

@@ -25,10 +25,12 @@ def fixed_subset(images, labels, limit, seed: int = 0):
     return numpy.ascontiguousarray(images[order]), numpy.asarray(labels)[order]
 
 
-def derived_seed(seed: int, stream: int) -> int:
+def derived_seed(seed: int, stream: int, *substreams: int) -> int:
     """A seed for random stream number ``stream`` of a run seeded with ``seed``, independent of
-    the run's other streams (NumPy's SeedSequence; 63 bits)."""
-    return int(numpy.random.SeedSequence([int(seed), int(stream)]).generate_state(1, numpy.uint64)[0] >> 1)
+    the run's other streams (NumPy's SeedSequence; 63 bits); ``substreams`` split it further
+    (e.g. one per rank)."""
+    entropy = [int(seed), int(stream)] + [int(s) for s in substreams]
+    return int(numpy.random.SeedSequence(entropy).generate_state(1, numpy.uint64)[0] >> 1)
 
 
 class DistributedSampler:

@@ -12,6 +12,10 @@ Failures stop the whole job instead of leaving the other ranks waiting forever:
 * a rank that dies is noticed by the launcher, which ends the others;
 * a collective that has not completed after ``timeout`` (a rank hung, or skipped it) makes a
   watchdog thread print which collective on which rank waited, and abort the job.
+
+A rank that leaves with ``sys.exit()`` while the others wait in a collective does not end the
+job: MPI's finalisation waits for them, and they wait until the timeout. Let the exception
+propagate instead (or exit the same way on every rank).
 """
 from __future__ import annotations
 
@@ -233,7 +237,7 @@ class _Group:
                       f"more than {self.timeout_s:g} s for the other ranks (the timeout of "
                       "init_process_group): a rank died, hung, or did not make the same call. "
                       "Aborting every rank.", file=sys.stderr, flush=True)
-                self.comm.abort(1)
+                self._abort()
 
     def _abort_on_uncaught(self, kind, value, tb):
         lines = traceback.format_exception(kind, value, tb)
@@ -242,6 +246,12 @@ class _Group:
         sys.stderr.write(f"[rank {self.comm.rank}] tinygrad_hw.distributed: an uncaught "
                          f"{kind.__name__} on rank {self.comm.rank}; aborting every rank.\n")
         sys.stderr.flush()
+        self._abort()
+
+    def _abort(self):
+        # a moment for the launcher to forward what this rank just printed: the abort kills the
+        # processes that would carry it
+        time.sleep(0.5)
         self.comm.abort(1)
 
     def close(self):

@@ -23,6 +23,9 @@ class NCCLCommunicator:
     def __init__(self, mpi: MPICommunicator):
         self.mpi = mpi
         self.rank, self.size = mpi.rank, mpi.size
+        # Python objects, the place on the machine and aborting the job are MPI's
+        self.broadcast_object, self.allgather_object = mpi.broadcast_object, mpi.allgather_object
+        self.local_rank, self.abort = mpi.local_rank, mpi.abort
         self.be = get_backend("cupy")  # a clear error without CuPy or a GPU
         nccl = self.be.nccl()
         cupy = self.be.xp
@@ -79,19 +82,6 @@ class NCCLCommunicator:
     def barrier(self) -> None:
         self._stream().synchronize()
         self.mpi.barrier()
-
-    def local_rank(self) -> int:
-        return self.mpi.local_rank()
-
-    # -- objects and failures: MPI's ----------------------------------------------------------
-    def broadcast_object(self, obj, src: int):
-        return self.mpi.broadcast_object(obj, src)
-
-    def allgather_object(self, obj) -> list:
-        return self.mpi.allgather_object(obj)
-
-    def abort(self, code: int) -> None:
-        self.mpi.abort(code)
 
     def close(self) -> None:
         self.comm.destroy()
