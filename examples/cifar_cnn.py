@@ -16,8 +16,8 @@ test set draws the per-epoch curves and gives the final numbers; nothing is sele
 
 Under ``mpiexec -n R`` every process trains a DistributedDataParallel copy of the network on its
 share of each epoch (``--batch-size`` images per rank and step, so the global batch is R times
-that) with one thread; rank 0 alone prints, shows the progress bar, writes the checkpoints, the
-final model, metrics.json and the plots.
+that) with its share of the cores; rank 0 alone prints, shows the progress bar, writes the
+checkpoints, the final model, metrics.json and the plots.
 """
 from __future__ import annotations
 

@@ -232,7 +232,11 @@ def resume(out):
             for key in a:
                 assert np.array_equal(a[key].numpy(), b[key].numpy()), f"{preset}: {key}"
             assert whole["confusion_matrix"] == resumed["confusion_matrix"]
-            assert hw.load(base / "split" / cifar_cnn.CHECKPOINT)["world_size"] == 2
+            saved = hw.load(base / "split" / cifar_cnn.CHECKPOINT)
+            assert saved["world_size"] == 2 and len(saved["ranks"]) == 2
+            # each rank augments and drops out from its own stream
+            assert saved["ranks"][0]["loader"]["seed"] != saved["ranks"][1]["loader"]["seed"]
+            assert saved["ranks"][0]["random"]["backend"] != saved["ranks"][1]["random"]["backend"]
     print("ok resume")
 
 

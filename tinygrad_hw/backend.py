@@ -158,6 +158,12 @@ class CupyBackend(Backend):
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
 
+    def use_device(self, index: int) -> None:
+        """Make GPU ``index`` this process's device (one GPU per rank in data-parallel
+        training): arrays made from now on, and the generator, live there."""
+        self.xp.cuda.Device(int(index)).use()
+        self.seed(_seed)
+
     def nccl(self):
         """CuPy's NCCL bindings (``cupy.cuda.nccl``), for :mod:`tinygrad_hw.distributed`."""
         try:

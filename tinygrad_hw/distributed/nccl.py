@@ -34,7 +34,7 @@ class NCCLCommunicator:
         if local >= devices:
             raise RuntimeError(f"rank {self.rank} is rank {local} on its machine, which has "
                                f"{devices} GPU(s): the nccl backend needs one GPU per rank")
-        cupy.cuda.Device(local).use()
+        self.be.use_device(local)
         unique_id = mpi.broadcast_object(nccl.get_unique_id() if self.rank == 0 else None, 0)
         self.comm = nccl.NcclCommunicator(self.size, unique_id, self.rank)
         self.types = {numpy.dtype(k): v for k, v in (

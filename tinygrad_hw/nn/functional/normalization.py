@@ -3,6 +3,7 @@ SyncBatchNorm."""
 from __future__ import annotations
 
 from ... import distributed as dist
+from ...backend import backend_of
 from ...ops.nn import BatchNormTrain
 from ...tensor import Tensor
 from ..validation import check_float, check_tensor
@@ -37,8 +38,8 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, tr
     """:func:`batch_norm` whose batch is the union of every rank's batch (what
     :class:`~tinygrad_hw.nn.SyncBatchNorm` calls): in training the mean and variance are those
     of all ranks' inputs together (one ``all_gather`` of each rank's count, mean and sum of
-    squared deviations, combined exactly as one batch would be), and the backward pass sums its
-    two per-channel reductions over the ranks (one ``all_reduce``). The gradients of the weight
+    squared deviations, combined into those of one batch, equal within rounding), and the
+    backward pass sums its two per-channel reductions over the ranks (one ``all_reduce``). The gradients of the weight
     and bias stay this rank's, for DistributedDataParallel to average. Without a process group
     (or with one rank) it is :func:`batch_norm`. First-order gradients only."""
     sync = training and dist.is_initialized() and dist.get_world_size() > 1
@@ -56,11 +57,11 @@ def _global_stats(x, axes, xp):
     """Mean and biased variance of every rank's ``x`` together (Chan et al.'s pairwise
     combination of counts, means and sums of squared deviations, in float64)."""
     mean, centred, var, count = _local_stats(x, axes, xp)
-    shape = mean.shape
+    shape, be = mean.shape, backend_of(x)
     mine = xp.concatenate([xp.asarray([count], dtype=xp.float64),
                            mean.reshape(-1).astype(xp.float64), (var * count).reshape(-1).astype(xp.float64)])
-    parts = [Tensor._make(xp.empty_like(mine), _be_of(x)) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, Tensor._make(mine, _be_of(x)))
+    parts = [Tensor._make(xp.empty_like(mine), be) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, Tensor._make(mine, be))
     table = xp.stack([t.data for t in parts])  # (ranks, 1 + 2C): count, means, M2
     channels = mean.size
     counts, means, m2 = table[:, :1], table[:, 1:1 + channels], table[:, 1 + channels:]
@@ -72,16 +73,11 @@ def _global_stats(x, axes, xp):
     return g_mean, centred, (g_m2 / total).astype(x.dtype).reshape(shape), int(total)
 
 
-def _be_of(array):
-    from ...backend import backend_of
-    return backend_of(array)
-
-
 def _sum_over_ranks(*arrays):
     """The backward pass's per-channel sums, summed over the ranks in one all_reduce."""
-    xp = _be_of(arrays[0]).xp
-    flat = xp.concatenate([a.reshape(-1) for a in arrays])
-    dist.all_reduce(Tensor._make(flat, _be_of(flat)))
+    be = backend_of(arrays[0])
+    flat = be.xp.concatenate([a.reshape(-1) for a in arrays])
+    dist.all_reduce(Tensor._make(flat, be))
     out, start = [], 0
     for a in arrays:
         out.append(flat[start:start + a.size].reshape(a.shape))
