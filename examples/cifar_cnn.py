@@ -195,7 +195,7 @@ def _main(args, cfg, rank, world) -> int:
     if world > 1:
         hw.kernels.parallel.WORKERS = int(threads)
     if threads != "auto" and hw.kernels.parallel.limit_blas_threads(int(threads)):
-        say(f"BLAS limited to {threads} thread(s) (--blas-threads)")
+        say(f"BLAS limited to {threads} thread(s) per process (--blas-threads)")
     if args.backend != "numpy":
         hw.set_backend(args.backend)
     out = Path(args.out or f"runs/cifar_{cfg.preset}")

@@ -165,7 +165,9 @@ def all_gather(tensor_list, tensor) -> None:
     """Fill ``tensor_list`` (one tensor per rank, of ``tensor``'s shape and dtype) with every
     rank's ``tensor``, by rank."""
     group = _default()
-    data = tensor.data if isinstance(tensor, Tensor) else _array_of(tensor, "all_gather")
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"all_gather: expected a Tensor, got {type(tensor).__name__}")
+    data = tensor.data
     if len(tensor_list) != group.comm.size:
         raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors for a world "
                          f"of {group.comm.size}")
