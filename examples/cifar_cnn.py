@@ -5,6 +5,7 @@
     python examples/cifar_cnn.py --limit 500 --epochs 2 --out runs/quick   # a quick check
     python examples/cifar_cnn.py --resume --out runs/cifar_fast            # continue a run
     python examples/cifar_cnn.py --check-gradients    # loss and gradients against PyTorch
+    mpiexec -n 2 python examples/cifar_cnn.py --batch-size 128   # data-parallel on 2 processes
 
 The presets (``baseline``, ``fast``, ``resnet9``) and the factories that build a run's loaders,
 network, optimizer and schedule are in :mod:`tinygrad_hw.training.cifar10`; every setting can be
@@ -12,12 +13,18 @@ overridden on the command line. Each epoch writes a checkpoint to ``--out``; at 
 model is saved, loaded into a fresh network, and that copy is evaluated on the test set (overall
 and per-class accuracy, confusion matrix); ``metrics.json`` and plots are written beside it. The
 test set draws the per-epoch curves and gives the final numbers; nothing is selected on it.
+
+Under ``mpiexec -n R`` every process trains a DistributedDataParallel copy of the network on its
+share of each epoch (``--batch-size`` images per rank and step, so the global batch is R times
+that) with its share of the cores; rank 0 alone prints, shows the progress bar, writes the
+checkpoints, the final model, metrics.json and the plots.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +32,7 @@ from pathlib import Path
 import numpy
 
 import tinygrad_hw as hw
+import tinygrad_hw.distributed as dist
 from tinygrad_hw import models, nn, training
 from tinygrad_hw.data import CIFAR10, CLASSES, fixed_subset
 from tinygrad_hw.training import cifar10 as recipe
@@ -51,7 +59,12 @@ def run(cfg: recipe.Config, out, train_data, test_data, *, resume=False, progres
             log(f"resuming with the checkpoint's settings; ignoring the command line's {', '.join(differ)}")
         cfg = started
     hw.set_default_dtype(cfg.dtype)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     model = recipe.make_model(cfg, None if saved is not None else train_data[0])
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+        log(f"data-parallel on {world} ranks: global batch {world * cfg.batch_size} = "
+            f"{world} x {cfg.batch_size}")
     train_loader, test_loader = recipe.make_loaders(cfg, train_data, test_data)
     optimizer = recipe.make_optimizer(cfg, model)
     scheduler = recipe.make_scheduler(cfg, optimizer, len(train_loader))
@@ -68,9 +81,11 @@ def run(cfg: recipe.Config, out, train_data, test_data, *, resume=False, progres
     if not result["finished"]:
         log(f"stopped after epoch {len(history['epochs'])}; continue with --resume --out {out}")
         return {"finished": False, "config": cfg.to_dict(), "history": history}
+    if rank != 0:  # rank 0 alone writes and reports what follows
+        return {"finished": True, "config": cfg.to_dict(), "history": history["epochs"]}
 
     # the exercise's last step: save the model, load it back into a fresh network, evaluate that
-    hw.save(model.state_dict(), out / FINAL_MODEL)
+    hw.save(training.unwrap(model).state_dict(), out / FINAL_MODEL)
     fresh = models.build(cfg.model, **cfg.model_kwargs()).to(cfg.backend, cfg.dtype)
     fresh.load_state_dict(hw.load(out / FINAL_MODEL))
     log(f"saved the model to {out / FINAL_MODEL} and evaluated a fresh network loaded from it")
@@ -152,37 +167,65 @@ def config_from_args(args) -> recipe.Config:
                          dtype=args.dtype, backend=args.backend, **given)
 
 
+def quiet(*args):
+    pass
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
+    world = dist.launcher_world_size()
+    if world > 1:  # started by mpiexec: one data-parallel rank of `world`
+        dist.init_process_group("nccl" if args.backend == "cupy" else "mpi")
+    try:
+        return _main(args, cfg, dist.get_rank() if world > 1 else 0, world)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _main(args, cfg, rank, world) -> int:
+    say = log if rank == 0 else quiet
     # small batches: matrices too small to share between cores, and a multi-threaded OpenBLAS
-    # loses milliseconds per call synchronising its threads (3.5x slower at batch 4 on 2 cores)
+    # loses milliseconds per call synchronising its threads (3.5x slower at batch 4 on 2 cores);
+    # several ranks on one machine share its cores
     threads = 1 if args.blas_threads == "auto" and cfg.batch_size < 64 else args.blas_threads
+    if threads == "auto" and world > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // world)
+    if world > 1:
+        hw.kernels.parallel.WORKERS = int(threads)
     if threads != "auto" and hw.kernels.parallel.limit_blas_threads(int(threads)):
-        log(f"BLAS limited to {threads} thread(s) (--blas-threads)")
+        say(f"BLAS limited to {threads} thread(s) per process (--blas-threads)")
     if args.backend != "numpy":
         hw.set_backend(args.backend)
     out = Path(args.out or f"runs/cifar_{cfg.preset}")
     start = time.perf_counter()
+    if rank > 0:
+        dist.barrier()  # rank 0 first: it builds the cache the others then read
     train, test = CIFAR10(root=args.data, train=True), CIFAR10(root=args.data, train=False)
+    if rank == 0 and world > 1:
+        dist.barrier()
     train_data = fixed_subset(train.images, train.labels, cfg.limit)
     test_data = fixed_subset(test.images, test.labels,
                              cfg.limit if cfg.test_limit is None else cfg.test_limit)
-    log(f"data loaded in {time.perf_counter() - start:.1f} s")
+    say(f"data loaded in {time.perf_counter() - start:.1f} s")
     if args.check_gradients:
-        return 0 if check_gradients(cfg, test_data)["ok"] else 1
+        return 0 if check_gradients(cfg, test_data, log=say)["ok"] else 1
     try:
-        run(cfg, out, train_data, test_data, resume=args.resume, progress=not args.no_progress,
-            stop_after=args.stop_after, plots=not args.no_plots)
+        run(cfg, out, train_data, test_data, resume=args.resume,
+            progress=not args.no_progress and rank == 0, stop_after=args.stop_after,
+            plots=not args.no_plots, log=say)
     except training.NonFiniteLossError as exc:
         print(f"\nstopped: {exc}\nthe last good checkpoint (if an epoch finished) is "
               f"{out / CHECKPOINT}", file=sys.stderr, flush=True)
+        if world > 1:
+            raise  # the other ranks wait in a collective: the uncaught error aborts the job
         return 3
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue from the last finished epoch with: --resume --out {out}",
               file=sys.stderr, flush=True)
         return 130
-    log(f"total wall time {time.perf_counter() - start:.0f} s")
+    say(f"total wall time {time.perf_counter() - start:.0f} s")
     return 0
 
 

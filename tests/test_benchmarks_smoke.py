@@ -93,3 +93,22 @@ def test_fast_row_times_the_example_fast_preset():
     bench_net = nets.ours_builder("fast_cnn")()
     assert [(k, v.shape) for k, v in preset_net.state_dict().items()] == \
         [(k, v.shape) for k, v in bench_net.state_dict().items()]
+
+
+def test_quick_distributed_benchmark_writes_every_setup(tmp_path):
+    """``mpiexec -n 2 python -m benchmarks.bench_distributed --quick`` runs end to end."""
+    import shutil
+    import tinygrad_hw.distributed as dist
+    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+    if not (dist.is_available() and mpiexec):
+        pytest.skip('needs mpi4py and mpiexec: pip install "tinygrad_hw[distributed]"')
+    out = tmp_path / "dist.json"
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "benchmarks.bench_distributed",
+                           "--quick", "--json", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["setups"]) == {"1 rank x 1 thread", "1 rank x 2 threads", "2 ranks x 1 thread"}
+    assert all(_positive(s["step_ms"]) for s in result["setups"].values())
+    assert all(_positive(v) for v in result["allreduce_in_step_ms"].values())
+    assert _positive(result["allreduce_alone_ms"]) and result["gradient_bytes"] > 0

@@ -3,7 +3,8 @@
 Layers, bottom up (each imports only those below it): :mod:`.backend` and :mod:`.dtypes` (arrays
 and their types), :mod:`.kernels` (raw array kernels), :mod:`.autograd` (the Function base, grad
 modes, the backward pass), :mod:`.ops` (every differentiable op), :mod:`.tensor` and
-:mod:`.creation` (the Tensor API), then :mod:`.nn`, :mod:`.optim`, :mod:`.data`, and on top
+:mod:`.creation` (the Tensor API), :mod:`.distributed` (process groups and collectives), then
+:mod:`.nn`, :mod:`.optim`, :mod:`.data`, and on top
 :mod:`.models`, :mod:`.training` and :mod:`.testing`.
 """
 from .backend import get_backend, get_rng_state, manual_seed, set_backend, set_rng_state
@@ -13,6 +14,6 @@ from .tensor import Tensor, cat, stack, where
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .gradcheck import gradcheck, gradgradcheck
 from .serialization import CheckpointError, load, save
-from . import nn, optim, data, models, training, testing
+from . import distributed, nn, optim, data, models, training, testing
 
 __version__ = "0.1.0"

@@ -158,6 +158,23 @@ class CupyBackend(Backend):
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
 
+    def use_device(self, index: int) -> None:
+        """Make GPU ``index`` this process's device (one GPU per rank in data-parallel
+        training): arrays made from now on, and the generator, live there."""
+        self.xp.cuda.Device(int(index)).use()
+        self.seed(_seed)
+
+    def nccl(self):
+        """CuPy's NCCL bindings (``cupy.cuda.nccl``), for :mod:`tinygrad_hw.distributed`."""
+        try:
+            from cupy.cuda import nccl
+            nccl.get_version()
+        except Exception as exc:  # a CuPy build without NCCL, or no libnccl on the machine
+            raise RuntimeError(f"the nccl backend needs CuPy with NCCL ({type(exc).__name__}: "
+                               f"{exc}); install NCCL for your CUDA version (pip install "
+                               "nvidia-nccl-cu12), or use backend='mpi'") from exc
+        return nccl
+
     def seed(self, seed):
         self.rng = self.xp.random.RandomState(seed)
 

@@ -253,6 +253,11 @@ class Tensor:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, like ``torch.Tensor.backward``."""
         engine.backward(self, gradient, retain_graph, create_graph)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` after each ``backward()`` stored this leaf's ``.grad``; returns a
+        handle whose ``remove()`` unregisters it."""
+        return engine.register_post_accumulate_grad_hook(self, hook)
+
     # -- creation helpers used by ops -------------------------------------------------------
     def _scalar(self, value) -> "Tensor":
         """A Python number as a 0-d tensor of the dtype PyTorch would give ``self op value``."""

@@ -18,15 +18,27 @@ leaves and of tensors that ``retain_grad()``; :func:`grad` (``hw.grad``, like
 Under ``detect_anomaly()`` every gradient is checked for NaN/Inf as it is computed, and ops that
 a backward creates are reported as coming from the op whose backward created them.
 
+Hooks (PyTorch's names): :func:`register_post_accumulate_grad_hook` calls ``hook(leaf)`` once
+``backward()`` has stored the leaf's ``.grad``, and a hook may :func:`queue_callback` a function
+that runs when that ``backward()`` ends. ``DistributedDataParallel`` uses both to average
+gradients across processes without a change to the training loop. This engine stores the
+leaves' gradients at the end of the walk, so the hooks run then, in the order the leaves
+received their first gradient (the last layer's parameters first).
+
 The engine works on the tensors it is given (``data``, ``_be``, ``_ctx``, ``requires_grad``,
 ``grad``, ``_retains_grad``) and makes new ones through them, so it does not import the Tensor
 class: imports run one way, from the Tensor to the engine.
 """
 from __future__ import annotations
 
+import weakref
+
 from . import grad_mode as _mode
 
-__all__ = ["backward", "grad"]
+__all__ = ["backward", "grad", "register_post_accumulate_grad_hook", "queue_callback"]
+
+_leaf_hooks: dict = {}  # id(leaf) -> (weak reference to the leaf, [hook, ...])
+_queued = None  # the callbacks queued during the backward() now running (None outside one)
 
 
 def backward(tensor, gradient=None, retain_graph=None, create_graph=False):
@@ -41,7 +53,50 @@ def backward(tensor, gradient=None, retain_graph=None, create_graph=False):
     gradient = _as_grad(gradient, tensor)
     if retain_graph is None:
         retain_graph = create_graph
-    _backprop([tensor], [gradient], retain_graph, create_graph)
+    global _queued
+    outer, _queued = _queued, []
+    try:
+        _backprop([tensor], [gradient], retain_graph, create_graph)
+        while _queued:
+            _queued.pop(0)()
+    finally:
+        _queued = outer
+
+
+class RemovableHandle:
+    """What registering a hook returns: ``handle.remove()`` unregisters it."""
+
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def register_post_accumulate_grad_hook(tensor, hook) -> RemovableHandle:
+    """``tensor.register_post_accumulate_grad_hook(hook)``: call ``hook(tensor)`` after every
+    ``backward()`` that stored a gradient in this leaf's ``.grad`` (``hw.grad`` stores none)."""
+    if tensor._ctx is not None or not tensor.requires_grad:
+        raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors "
+                           "that require grad")
+    key = id(tensor)
+    entry = _leaf_hooks.get(key)
+    if entry is None or entry[0]() is not tensor:
+        def forget(ref, key=key):
+            if _leaf_hooks.get(key, (None,))[0] is ref:
+                del _leaf_hooks[key]
+        entry = _leaf_hooks[key] = (weakref.ref(tensor, forget), [])
+    entry[1].append(hook)
+    return RemovableHandle(entry[1], hook)
+
+
+def queue_callback(callback) -> None:
+    """Run ``callback()`` when the ``backward()`` now running has finished (after every hook);
+    for hooks, which run inside a backward pass."""
+    if _queued is None:
+        raise RuntimeError("queue_callback() can only be called during a backward() pass")
+    _queued.append(callback)
 
 
 def _as_grad(gradient, like):
@@ -115,6 +170,7 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
             if not retain_graph:
                 fn.__dict__.clear()  # frees saved arrays and inputs; a second backward is an error
     stored = set()
+    hooked = []
     for key, (t, g) in grads.items():  # what is left are leaves (tensors with no recorded op)
         if wanted_ids is not None:
             if key in wanted_ids:
@@ -126,6 +182,13 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                 g = _owned(g, stored)
             t.grad = g if create_graph else g.detach()
             stored.add(id(t.grad.data))
+            entry = _leaf_hooks.get(key)
+            if entry is not None and entry[0]() is t:
+                hooked.append((t, entry[1]))
+    # after every leaf is stored: a hook may then change any .grad in place safely
+    for t, hooks in hooked:
+        for hook in list(hooks):
+            hook(t)
     return captured
 
 

@@ -78,12 +78,18 @@ class DataLoader:
     Defaults follow ``torch.utils.data.DataLoader`` (batch_size=1, no shuffling, last partial batch
     kept). Each ``for`` loop over the loader is one epoch; the epoch counter advances by itself,
     or set it with :meth:`set_epoch`.
+
+    ``sampler``: which indices an epoch serves, in order, instead of all of them (with
+    ``shuffle``, exclusive of it): an object with ``__iter__`` and ``__len__``, such as a
+    :class:`~tinygrad_hw.data.DistributedSampler` for data-parallel training. Where it has
+    ``set_epoch`` the loader calls it with its own epoch before each epoch (in PyTorch that call
+    is left to the training loop), so a resumed loader serves the same indices.
     """
 
     def __init__(self, images, labels=None, batch_size: int = 1, shuffle: bool = False,
                  drop_last: bool = False, seed: int | None = None, *, backend=None,
                  transform=None, mean=None, std=None, dtype=None, prefetch: int = 2,
-                 as_tensor: bool = True):
+                 as_tensor: bool = True, sampler=None):
         if labels is None:
             if not (hasattr(images, "images") and hasattr(images, "labels")):
                 raise TypeError("DataLoader: give images and labels, or a data set with "
@@ -101,6 +107,9 @@ class DataLoader:
             raise ValueError(f"DataLoader: batch_size must be positive, got {batch_size}")
         if (mean is None) != (std is None):
             raise ValueError("DataLoader: give both mean and std, or neither")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+        self.sampler = sampler
         self.images, self.labels = images, labels.astype(numpy.int64, copy=False)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(
             drop_last)
@@ -119,7 +128,7 @@ class DataLoader:
 
     # -- sizes and state ------------------------------------------------------------------------
     def __len__(self) -> int:
-        n = len(self.images)
+        n = len(self.images) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -151,6 +160,10 @@ class DataLoader:
     # -- the draws ------------------------------------------------------------------------------
     def order(self, epoch: int) -> numpy.ndarray:
         """The sample indices of epoch ``epoch``, in the order they are served."""
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(epoch)
+            return numpy.fromiter(iter(self.sampler), dtype=numpy.int64, count=len(self.sampler))
         n = len(self.images)
         if not self.shuffle:
             return numpy.arange(n, dtype=numpy.int64)

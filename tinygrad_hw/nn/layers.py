@@ -20,7 +20,7 @@ from .module import Module, Parameter
 from .validation import check_probability, pair, positive_int
 
 __all__ = ["Identity", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Dropout",
-           "Dropout2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
+           "Dropout2d", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
            "SiLU", "ELU", "Softplus", "Softmax", "LogSoftmax", "Flatten"]
 
 
@@ -232,6 +232,7 @@ class Dropout2d(Dropout):
 
 class _BatchNorm(Module):
     _dims: tuple = ()
+    _normalize = staticmethod(F.batch_norm)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *, backend=None, dtype=None):
@@ -284,9 +285,9 @@ class _BatchNorm(Module):
                 factor = 1.0 / float(self.num_batches_tracked.item())
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None,
-                            self.running_var if track else None, self.weight, self.bias,
-                            use_batch_stats, factor, self.eps)
+        return self._normalize(input, self.running_mean if track else None,
+                               self.running_var if track else None, self.weight, self.bias,
+                               use_batch_stats, factor, self.eps)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -301,6 +302,32 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W) input."""
     _dims = (4,)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm whose training batch is every rank's batch together
+    (:func:`~tinygrad_hw.nn.functional.normalization.sync_batch_norm`): the statistics, the
+    running statistics and the input gradient are those of one process with the whole global
+    batch. Any (N, C, ...) input. Without a process group it is plain batch norm. PyTorch's
+    ``process_group`` argument is not taken (the default group is used)."""
+    _dims = (2, 3, 4, 5)
+    _normalize = staticmethod(F.normalization.sync_batch_norm)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module):
+        """``module`` with every BatchNorm1d/2d replaced by a SyncBatchNorm holding the same
+        parameters and buffers (the Parameter objects are kept); returns the new module."""
+        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+            sync = cls(module.num_features, module.eps, module.momentum, module.affine,
+                       module.track_running_stats)
+            for registry in ("_parameters", "_buffers"):
+                getattr(sync, registry).update(getattr(module, registry))
+            sync.train(module.training)
+            return sync
+        for name, child in list(module._modules.items()):
+            if child is not None:
+                module._modules[name] = cls.convert_sync_batchnorm(child)
+        return module
 
 
 class _Activation(Module):

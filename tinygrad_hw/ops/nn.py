@@ -28,7 +28,13 @@ class BatchNormTrain(Function):
     and invstd are constants; when the backward pass is itself recorded (``create_graph``) they
     are recomputed from the input with Tensor operations so that higher-order gradients see their
     dependence on x.
+
+    ``sum_over_ranks`` (SyncBatchNorm's): a function that sums the backward pass's two
+    per-channel reductions over every rank's batch, whose total size is ``count``; the weight
+    and bias gradients stay this rank's. First-order gradients only.
     """
+
+    sum_over_ranks = None
 
     def forward(self, x, w=None, b=None):
         out = self.xhat * w.reshape(self.bshape) if w is not None else self.xhat.copy()
@@ -43,6 +49,9 @@ class BatchNormTrain(Function):
         n = self.count
         if not is_grad_enabled():  # first order: the same closed form straight on the arrays
             return self._array_backward(g.data, affine)
+        if self.sum_over_ranks is not None:
+            raise NotImplementedError("SyncBatchNorm: gradients of gradients (create_graph=True) "
+                                      "are not supported")
         # recording the backward pass: keep the dependence of xhat and invstd on x
         mean = x.mean(axes, keepdims=True)
         centred = x - mean
@@ -78,9 +87,11 @@ class BatchNormTrain(Function):
             scale = self.invstd.reshape(self.bshape)
             if affine:
                 scale = scale * self.inputs[1].data.reshape(self.bshape)
+            all_g, all_gx_hat = (g_sum, gx_hat_sum) if self.sum_over_ranks is None else \
+                self.sum_over_ranks(g_sum, gx_hat_sum)
             gx = g * scale
-            gx -= xhat * (scale * gx_hat_sum / n)
-            gx -= scale * g_sum / n
+            gx -= xhat * (scale * all_gx_hat / n)
+            gx -= scale * all_g / n
             gx = self.const(gx)
         if not affine:
             return (gx,)

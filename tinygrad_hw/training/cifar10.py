@@ -18,9 +18,10 @@ import dataclasses
 
 import numpy
 
+from .. import distributed as dist
 from .. import models, optim
 from ..backend import manual_seed
-from ..data import CIFAR10_MEAN, CIFAR10_STD, DataLoader, derived_seed
+from ..data import CIFAR10_MEAN, CIFAR10_STD, DataLoader, DistributedSampler, derived_seed
 from ..data import transforms as T
 
 __all__ = ["Config", "PRESETS", "PRESET_ALIASES", "preset", "train_transform", "normalization",
@@ -108,24 +109,43 @@ def normalization(cfg: Config):
     return (CIFAR10_MEAN, CIFAR10_STD) if cfg.normalize == "cifar" else ((0.5,) * 3, (0.5,) * 3)
 
 
+def _rank_and_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
 def make_loaders(cfg: Config, train_data, test_data):
-    """Shuffled, augmented training batches and ordered test batches, both normalised."""
+    """Shuffled, augmented training batches and ordered test batches, both normalised.
+
+    With several ranks each rank's training loader serves its share of one shuffle common to all
+    ranks (a :class:`~tinygrad_hw.data.DistributedSampler`), ``cfg.batch_size`` images a batch
+    (the global batch is that times the ranks), augmented from its own random stream."""
     mean, std = normalization(cfg)
     common = dict(backend=cfg.backend, mean=mean, std=std, dtype=cfg.dtype, prefetch=2)
-    return (DataLoader(*train_data, batch_size=cfg.batch_size, shuffle=True, seed=derived_seed(cfg.seed, 1),
-                       transform=train_transform(cfg), **common),
+    rank, world = _rank_and_world()
+    if world == 1:
+        order = dict(shuffle=True, seed=derived_seed(cfg.seed, 1))
+    else:
+        order = dict(sampler=DistributedSampler(len(train_data[1]), world, rank, shuffle=True,
+                                                seed=derived_seed(cfg.seed, 1)),
+                     seed=derived_seed(cfg.seed, 1, rank))
+    return (DataLoader(*train_data, batch_size=cfg.batch_size, transform=train_transform(cfg),
+                       **order, **common),
             DataLoader(*test_data, batch_size=cfg.eval_batch_size, shuffle=False, seed=0, **common))
 
 
 def make_model(cfg: Config, train_images=None):
     """The network, initialised from ``cfg.seed``; with ``cfg.whiten`` its first convolution
-    starts from the principal directions of the training images' 3x3 patches."""
+    starts from the principal directions of the training images' 3x3 patches. With several
+    ranks the library's generators (dropout) are then reseeded per rank."""
     manual_seed(cfg.seed)
     model = models.build(cfg.model, **cfg.model_kwargs())
     if cfg.whiten and train_images is not None:
         mean, std = normalization(cfg)
         x = numpy.asarray(train_images[:WHITEN_IMAGES], dtype=numpy.float64) / 255.0
         models.whiten_first_conv(model, (x - numpy.reshape(mean, (1, 3, 1, 1))) / numpy.reshape(std, (1, 3, 1, 1)))
+    rank, world = _rank_and_world()
+    if world > 1:  # the same model on every rank, then a dropout stream of each rank's own
+        manual_seed(derived_seed(cfg.seed, 2, rank))
     return model.to(cfg.backend, cfg.dtype)
 
 

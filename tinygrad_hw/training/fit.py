@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .checkpoint import save_checkpoint, set_random_state
+from .checkpoint import restore_rank_state, save_checkpoint, unwrap
 from .loop import NonFiniteLossError, evaluate, nonfinite_parameters, train_one_epoch
 
 __all__ = ["new_history", "fit"]
@@ -33,16 +33,19 @@ def fit(model, optimizer, train_loader, test_loader, loss_fn, *, epochs: int, sc
     ``lr_end``, ``train_seconds``, ``eval_seconds``, ``images_per_second``), the training loss
     traced about 50 times an epoch as ``[global step, loss]`` pairs, and ``wall_seconds``.
     Raises :class:`~tinygrad_hw.training.NonFiniteLossError` when the loss or a parameter stops
-    being finite; the last checkpoint written is then the last good one."""
+    being finite; the last checkpoint written is then the last good one.
+
+    Data-parallel: give the :class:`~tinygrad_hw.nn.parallel.DistributedDataParallel` model and
+    call ``fit`` on every rank (with ``progress`` and ``log`` on rank 0 only); the metrics are
+    those of all ranks together, and the checkpoints gather every rank's state (rank 0 writes)."""
     wall_start = time.perf_counter()
     start_epoch, history = 0, new_history()
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        unwrap(model).load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(resume["scheduler"])
-        train_loader.load_state_dict(resume["loader"])
-        set_random_state(resume["random"], backend)
+        restore_rank_state(resume, train_loader, backend)
         start_epoch, history = int(resume["epoch"]), resume["history"]
         log(f"resumed from {checkpoint} after epoch {start_epoch}")
     trace_every = max(1, len(train_loader) // 50)

@@ -6,8 +6,10 @@ import time
 
 import numpy
 
+from .. import distributed as dist
 from ..autograd import AnomalyError, detect_anomaly, no_grad
 from ..nn import functional as F
+from ..nn.parallel import DistributedDataParallel
 from ..tensor import Tensor
 from .progress import Progress
 
@@ -26,6 +28,20 @@ def nonfinite_parameters(model) -> list:
         if not bool(p._be.xp.isfinite(p.data).all()):
             bad.append(name)
     return bad
+
+
+def _ranks_of(model) -> tuple:
+    """(rank, world size) over which ``model`` is trained data-parallel; (0, 1) otherwise."""
+    if isinstance(model, DistributedDataParallel) and model.world_size > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sum_over_ranks(values, dtype):
+    """``values`` (numbers or an array) summed over the ranks, as a NumPy array."""
+    total = Tensor(numpy.array(values, dtype=dtype))
+    dist.all_reduce(total)
+    return total.numpy()
 
 
 def diagnose_nonfinite(model, loss_fn, x, y, step_desc: str) -> str:
@@ -63,7 +79,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, *, epoch: int 
     as (step within the epoch, loss) pairs. ``log_every`` > 0 prints the running loss every
     that many batches, as the PyTorch tutorial does (``[epoch, batch] loss: ...``), through the
     progress bar or, without one, through ``log``.
-    Raises :class:`NonFiniteLossError` when the loss becomes NaN/Inf.
+    Raises :class:`NonFiniteLossError` when the loss becomes NaN/Inf. For a data-parallel model
+    the returned loss, accuracy, images and rate are those of all ranks together (the progress
+    bar and the trace are this rank's).
     """
     model.train()
     total = len(loader)
@@ -107,6 +125,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, *, epoch: int 
         bar.close()
     if window_steps:
         trace.append((steps, window / window_steps))
+    if _ranks_of(model)[1] > 1:
+        loss_sum, correct, seen = _sum_over_ranks([loss_sum, correct, seen], numpy.float64).tolist()
+        correct, seen = int(correct), int(seen)
     seconds = time.perf_counter() - start
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen,
             "steps": steps, "seconds": seconds, "images_per_second": seen / max(seconds, 1e-9),
@@ -125,7 +146,11 @@ def evaluate(model, loader, *, tta: bool = False, num_classes: int = 10, progres
     ``{'loss', 'accuracy', 'correct', 'total', 'per_class', 'confusion', 'seconds'}``: the mean
     cross-entropy (no label smoothing), overall and per-class accuracy, and the confusion matrix
     (rows: true class, columns: predicted class) as nested lists.
+
+    A data-parallel model (every rank calls this) evaluates batch ``b`` on rank ``b mod R`` and
+    the counts are summed over the ranks: every rank returns the numbers of the whole loader.
     """
+    rank, world = _ranks_of(model)
     was_training = model.training
     model.eval()
     confusion = numpy.zeros((num_classes, num_classes), dtype=numpy.int64)
@@ -134,7 +159,9 @@ def evaluate(model, loader, *, tta: bool = False, num_classes: int = 10, progres
     start = time.perf_counter()
     try:
         with no_grad():
-            for x, y in loader:
+            for b, (x, y) in enumerate(loader):
+                if b % world != rank:
+                    continue
                 logits = model(x)
                 if tta:
                     logits = (logits + model(_flip(x))) * 0.5
@@ -147,6 +174,10 @@ def evaluate(model, loader, *, tta: bool = False, num_classes: int = 10, progres
     finally:
         bar.close()
         model.train(was_training)
+    if world > 1:
+        confusion = _sum_over_ranks(confusion, numpy.int64)
+        loss_sum, total = _sum_over_ranks([loss_sum, total], numpy.float64).tolist()
+        total = int(total)
     per_class_total = confusion.sum(1)
     correct = int(numpy.trace(confusion))
     return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1),

@@ -1,10 +1,14 @@
-"""Batch normalisation, on batch statistics (training) or running statistics."""
+"""Batch normalisation, on batch statistics (training) or running statistics; across ranks for
+SyncBatchNorm."""
 from __future__ import annotations
 
+from ... import distributed as dist
+from ...backend import backend_of
 from ...ops.nn import BatchNormTrain
+from ...tensor import Tensor
 from ..validation import check_float, check_tensor
 
-__all__ = ['batch_norm']
+__all__ = ['batch_norm', 'sync_batch_norm']
 
 
 def _bn_check(name, t, what, channels, x):
@@ -25,7 +29,63 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     ``running = (1 - momentum) * running + momentum * batch_stat`` with the *unbiased* batch
     variance, as PyTorch does. Otherwise it uses the running statistics.
     """
-    name = "batch_norm"
+    return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training,
+                       momentum, eps, None)
+
+
+def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5):
+    """:func:`batch_norm` whose batch is the union of every rank's batch (what
+    :class:`~tinygrad_hw.nn.SyncBatchNorm` calls): in training the mean and variance are those
+    of all ranks' inputs together (one ``all_gather`` of each rank's count, mean and sum of
+    squared deviations, combined into those of one batch, equal within rounding), and the
+    backward pass sums its two per-channel reductions over the ranks (one ``all_reduce``). The gradients of the weight
+    and bias stay this rank's, for DistributedDataParallel to average. Without a process group
+    (or with one rank) it is :func:`batch_norm`. First-order gradients only."""
+    sync = training and dist.is_initialized() and dist.get_world_size() > 1
+    return _batch_norm("sync_batch_norm", input, running_mean, running_var, weight, bias,
+                       training, momentum, eps, _sum_over_ranks if sync else None)
+
+
+def _local_stats(x, axes, xp):
+    mean = x.mean(axis=axes, keepdims=True)
+    centred = x - mean
+    return mean, centred, xp.mean(centred * centred, axis=axes, keepdims=True), x.size // mean.size
+
+
+def _global_stats(x, axes, xp):
+    """Mean and biased variance of every rank's ``x`` together (Chan et al.'s pairwise
+    combination of counts, means and sums of squared deviations, in float64)."""
+    mean, centred, var, count = _local_stats(x, axes, xp)
+    shape, be = mean.shape, backend_of(x)
+    mine = xp.concatenate([xp.asarray([count], dtype=xp.float64),
+                           mean.reshape(-1).astype(xp.float64), (var * count).reshape(-1).astype(xp.float64)])
+    parts = [Tensor._make(xp.empty_like(mine), be) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, Tensor._make(mine, be))
+    table = xp.stack([t.data for t in parts])  # (ranks, 1 + 2C): count, means, M2
+    channels = mean.size
+    counts, means, m2 = table[:, :1], table[:, 1:1 + channels], table[:, 1 + channels:]
+    total = float(counts.sum())
+    g_mean = (counts * means).sum(0) / total
+    g_m2 = m2.sum(0) + (counts * (means - g_mean) ** 2).sum(0)
+    g_mean = g_mean.astype(x.dtype).reshape(shape)
+    centred = x - g_mean
+    return g_mean, centred, (g_m2 / total).astype(x.dtype).reshape(shape), int(total)
+
+
+def _sum_over_ranks(*arrays):
+    """The backward pass's per-channel sums, summed over the ranks in one all_reduce."""
+    be = backend_of(arrays[0])
+    flat = be.xp.concatenate([a.reshape(-1) for a in arrays])
+    dist.all_reduce(Tensor._make(flat, be))
+    out, start = [], 0
+    for a in arrays:
+        out.append(flat[start:start + a.size].reshape(a.shape))
+        start += a.size
+    return tuple(out)
+
+
+def _batch_norm(name, input, running_mean, running_var, weight, bias, training, momentum, eps, sync):
     check_float(name, input)
     if input.ndim < 2:
         raise ValueError(f"{name}: expected an input of at least 2 dims (N, C, ...), got {input.shape}")
@@ -39,14 +99,14 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     bshape = (1, channels) + (1,) * (input.ndim - 2)
     xp = input._be.xp
     if training:
-        count = input.numel() // channels
-        if count <= 1:
+        if sync is None and input.numel() // channels <= 1:
             raise ValueError(f"{name}: expected more than 1 value per channel when training, got "
                              f"input of shape {input.shape}")
         x = input.data
-        mean = x.mean(axis=axes, keepdims=True)
-        centred = x - mean
-        var = xp.mean(centred * centred, axis=axes, keepdims=True)
+        mean, centred, var, count = (_local_stats if sync is None else _global_stats)(x, axes, xp)
+        if count <= 1:
+            raise ValueError(f"{name}: expected more than 1 value per channel when training, got "
+                             f"{count} over all ranks")
         invstd = 1.0 / xp.sqrt(var + eps)
         xhat = centred
         xhat *= invstd
@@ -61,7 +121,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                 rv *= 1.0 - m
                 rv += (m * count / (count - 1) * var.reshape(-1)).astype(rv.dtype, copy=False)
         params = dict(xhat=xhat, invstd=invstd.reshape(-1), axes=axes, bshape=bshape, count=count,
-                      eps=eps)
+                      eps=eps, sum_over_ranks=sync)
         if weight is None:
             return BatchNormTrain.apply(input, **params)
         return BatchNormTrain.apply(input, weight, bias, **params)
