@@ -422,6 +422,8 @@ ACTIVATIONS = [
 def test_activation_layers_against_pytorch(backend, index, shape, dtype, scale, seed):
     ours, theirs = ACTIVATIONS[index]
     x = (rand_input(np.random.default_rng(seed), shape, dtype) * scale).astype(dtype)
+    if index == 5:  # exact GELU: PyTorch's loses relative accuracy below -6 (1e-5 at -7); that
+        x = np.maximum(x, -6.0).astype(dtype)  # tail is checked against math.erfc below
     compare_module(ours(), theirs(), x, backend)
 
 

@@ -136,8 +136,9 @@ class CupyBackend(Backend):
         except Exception as exc:  # ImportError, or CUDA present but no usable GPU
             raise RuntimeError(
                 "the 'cupy' backend needs CuPy and an NVIDIA GPU with a working CUDA driver "
-                f"({type(exc).__name__}: {exc}). Install it with: pip install \"tinygrad_hw[cuda]\" "
-                "(or the cupy-cudaXXx wheel matching your CUDA version), or use the 'numpy' backend."
+                f"({type(exc).__name__}: {exc}). Install it with: pip install \"tinygrad_hw[cuda13]\" "
+                "(or \"tinygrad_hw[cuda12]\": the CUDA major version nvidia-smi shows), or use the "
+                "'numpy' backend."
             ) from exc
         self.xp = cupy
         self._cupyx = cupyx
@@ -175,30 +176,41 @@ class CupyBackend(Backend):
                                "nvidia-nccl-cu12), or use backend='mpi'") from exc
         return nccl
 
+    # CuPy's cuRAND generators cannot export their state, so each draw comes from the one
+    # Philox generator reseeded with (seed, number of draws so far): the state is those two
+    # numbers, a checkpoint saves them, and a resumed GPU run continues the same streams bit for
+    # bit (dropout masks are not repeated). Philox's seeding is cheap (no state-setup kernel).
     def seed(self, seed):
-        self.rng = self.xp.random.RandomState(seed)
+        if seed is None:  # a fresh random seed, recorded so that the state can still be saved
+            seed = int(numpy.random.SeedSequence().generate_state(1, numpy.uint64)[0] >> 1)
+        self._rng_seed, self._draws = int(seed), 0
+        if not hasattr(self, "_rng"):
+            philox = self.xp.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10
+            self._rng = self.xp.random.RandomState(0, method=philox)
+
+    def _next_rng(self):
+        key = numpy.random.SeedSequence([self._rng_seed, self._draws]).generate_state(1, numpy.uint64)[0]
+        self._draws += 1
+        self._rng.seed(int(key >> 1))
+        return self._rng
 
     def rand(self, shape, dtype):
-        return self.rng.random_sample(shape, dtype=_float_for_rng(dtype))
+        return self._next_rng().random_sample(shape, dtype=_float_for_rng(dtype))
 
     def randn(self, shape, dtype):
-        return self.rng.standard_normal(shape, dtype=_float_for_rng(dtype))
+        return self._next_rng().standard_normal(shape, dtype=_float_for_rng(dtype))
 
     def randint(self, low, high, shape):
-        return self.rng.randint(low, high, size=shape, dtype=self.xp.int64)
+        return self._next_rng().randint(low, high, size=shape, dtype=self.xp.int64)
 
     def permutation(self, n):
-        return self.rng.permutation(n).astype(self.xp.int64)
+        return self._next_rng().permutation(n).astype(self.xp.int64)
 
-    # CuPy's cuRAND generators cannot export their state: a checkpoint records the seed and the
-    # number of reseeds instead, so a resumed GPU run is reproducible but not bit-identical to an
-    # uninterrupted one (the CPU backend is).
     def rng_state(self):
-        return None
+        return {"seed": self._rng_seed, "draws": self._draws}
 
     def set_rng_state(self, state):
-        if state is not None:
-            raise ValueError("the cupy backend cannot restore a generator state")
+        self._rng_seed, self._draws = int(state["seed"]), int(state["draws"])
 
 
 def _float_for_rng(dtype):

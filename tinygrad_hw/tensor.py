@@ -56,7 +56,8 @@ class Tensor:
     ``Tensor(data, dtype=None, requires_grad=False, backend=None)``: Python numbers and lists become
     the default float dtype (float32) when they hold floats, int64 for ints, bool for bools; NumPy
     and CuPy arrays keep their dtype unless ``dtype`` is given. ``backend`` ('numpy' or 'cupy')
-    defaults to the array's own backend, or the default backend for lists and numbers.
+    defaults to a CuPy array's own backend, else (NumPy arrays, lists, numbers) the default
+    backend, as ``torch.tensor`` follows the default device.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_be", "_retains_grad", "__weakref__")
@@ -71,7 +72,9 @@ class Tensor:
                 src = _backend.backend_of(data)
             except TypeError:
                 src = None
-        be = get_backend(backend if backend is not None else (src or None))
+        # NumPy arrays are host data, like lists: the default backend, as torch.tensor(ndarray)
+        # follows the default device; device (CuPy) arrays stay where they are
+        be = get_backend(backend if backend is not None else (src if src is not None and src.name != "numpy" else None))
         if dtype is not None:
             dtype = to_dtype(dtype)
         if src is None:  # Python numbers, lists, anything array-like

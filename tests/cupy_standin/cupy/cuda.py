@@ -117,3 +117,13 @@ class Event:
 
 def alloc_pinned_memory(nbytes):
     return bytearray(nbytes)
+
+
+class curand:
+    """The generator types of ``cupy.cuda.curand`` (only their names matter here)."""
+    CURAND_RNG_PSEUDO_DEFAULT = 100
+    CURAND_RNG_PSEUDO_XORWOW = 101
+    CURAND_RNG_PSEUDO_MRG32K3A = 121
+    CURAND_RNG_PSEUDO_MTGP32 = 141
+    CURAND_RNG_PSEUDO_MT19937 = 142
+    CURAND_RNG_PSEUDO_PHILOX4_32_10 = 161

@@ -8,7 +8,8 @@ from . import _standin
 
 
 class RandomState:
-    def __init__(self, seed=None):
+    def __init__(self, seed=None, method=None):
+        self.method = method
         self.seed(seed)
 
     def seed(self, seed=None):
