@@ -10,6 +10,7 @@ and the global seed (the default dtype is in :mod:`tinygrad_hw.dtypes`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy
@@ -51,6 +52,10 @@ class Backend:
         """A NumPy copy of ``array`` (on the host)."""
         return numpy.array(array)
 
+    def scalar(self, value, dtype):
+        """A Python number as a 0-d array of ``dtype`` (how ops take ``x * 2``)."""
+        return self.xp.asarray(value, dtype=dtype)
+
     def is_array(self, obj) -> bool:
         return isinstance(obj, self.xp.ndarray)
 
@@ -63,7 +68,12 @@ class Backend:
         raise NotImplementedError
 
     def synchronize(self):
-        """Wait for queued device work (a no-op on the CPU); used by timers."""
+        """Wait for the current stream's queued device work (a no-op on the CPU)."""
+
+    def worker_context(self):
+        """Called on the thread that will use a worker thread's arrays: a context manager factory
+        for that worker (nothing to do on the CPU)."""
+        return contextlib.nullcontext
 
     # -- random numbers -----------------------------------------------------------------------
     def seed(self, seed: int | None):
@@ -150,6 +160,11 @@ class CupyBackend(Backend):
     def asarray(self, data, dtype=None):
         return self.xp.asarray(data, dtype=dtype)
 
+    def scalar(self, value, dtype):
+        # a fill kernel with the number as its argument, queued like any other; asarray would
+        # copy it from pageable host memory, a synchronous transfer in every op with a number
+        return self.xp.full((), value, dtype=dtype)
+
     def scatter_add(self, target, indices, values):
         self._cupyx.scatter_add(target, indices, values)
 
@@ -158,6 +173,19 @@ class CupyBackend(Backend):
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
+
+    def worker_context(self):
+        # the caller's device (a thread starts on device 0) and a non-blocking stream of the
+        # worker's own, so that its synchronize() does not wait for the training step's kernels
+        # and its copies do not queue behind them (the legacy default stream would do both)
+        device = self.xp.cuda.Device().id
+        cuda = self.xp.cuda
+
+        @contextlib.contextmanager
+        def context():
+            with cuda.Device(device), cuda.Stream(non_blocking=True):
+                yield
+        return context
 
     def use_device(self, index: int) -> None:
         """Make GPU ``index`` this process's device (one GPU per rank in data-parallel

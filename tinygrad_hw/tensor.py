@@ -266,7 +266,7 @@ class Tensor:
         """A Python number as a 0-d tensor of the dtype PyTorch would give ``self op value``."""
         dtype = self.data.dtype
         if type(value) is float and dtype.kind == "f":  # the common case, without the ABC checks
-            return Tensor._make(self._be.xp.asarray(value, dtype=dtype), self._be)
+            return Tensor._make(self._be.scalar(value, dtype), self._be)
         if isinstance(value, bool):
             dtype = self.dtype
         elif isinstance(value, numbers.Integral):
@@ -275,7 +275,7 @@ class Tensor:
             dtype = self.dtype if is_float(self.dtype) else get_default_dtype()
         else:
             raise TypeError(f"unsupported operand type {type(value).__name__}")
-        return Tensor._make(self._be.xp.asarray(value, dtype=dtype), self._be)
+        return Tensor._make(self._be.scalar(value, dtype), self._be)
 
     def _operand(self, other) -> "Tensor":
         if type(other) is Tensor or isinstance(other, Tensor):

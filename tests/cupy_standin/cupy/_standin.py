@@ -416,8 +416,9 @@ class ndarray:
 
     # -- every other method: NumPy's, on the device
     def __getattr__(self, name):
-        if name == "_a":
-            raise AttributeError(name)
+        if name == "_a" or name.startswith("__"):
+            # never NumPy's __array_interface__/__array_struct__/buffer: no implicit conversion
+            raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r}")
         attr = getattr(self._a, name)
         if not callable(attr):
             return _wrap(attr)
