@@ -112,3 +112,32 @@ def test_quick_distributed_benchmark_writes_every_setup(tmp_path):
     assert all(_positive(s["step_ms"]) for s in result["setups"].values())
     assert all(_positive(v) for v in result["allreduce_in_step_ms"].values())
     assert _positive(result["allreduce_alone_ms"]) and result["gradient_bytes"] > 0
+
+
+def test_a_failing_row_is_recorded_and_the_others_kept(tmp_path, monkeypatch, capsys):
+    """One row that raises (a GPU out of memory, say) is written under 'failed' with its error;
+    the other rows are measured and written, and the exit status is 1."""
+    pytest.importorskip("torch")
+    import benchmarks.run as run
+    real = run.measure
+
+    def measure(row, *args, **kwargs):
+        if row.name.startswith("cross_entropy"):
+            raise MemoryError("out of memory allocating 1.2 GB (injected)")
+        return real(row, *args, **kwargs)
+    monkeypatch.setattr(run, "measure", measure)
+    out = tmp_path / "bench.json"
+    import tinygrad_hw as hw
+    previous = hw.get_backend().name
+    try:  # main() makes its backend the default
+        status = run.main(["--quick", "--backend", "numpy", "--only", "cross_entropy,linear",
+                           "--json", str(out)])
+    finally:
+        hw.set_backend(previous)
+    assert status == 1
+    result = json.loads(out.read_text())
+    assert [r["name"] for r in result["failed"]] and all(
+        r["name"].startswith("cross_entropy") for r in result["failed"])
+    assert "MemoryError: out of memory" in result["failed"][0]["error"]
+    assert result["rows"] and all(r["name"].startswith("linear") for r in result["rows"])
+    assert "FAILED" in capsys.readouterr().out

@@ -17,7 +17,8 @@ import numpy
 
 __all__ = [
     "Backend", "NumpyBackend", "CupyBackend", "get_backend", "set_backend", "backend_of",
-    "manual_seed", "host_rng", "get_rng_state", "set_rng_state",
+    "manual_seed", "host_rng", "get_rng_state", "set_rng_state", "use_deterministic_algorithms",
+    "are_deterministic_algorithms_enabled", "ordered_scatter_add",
 ]
 
 
@@ -166,7 +167,10 @@ class CupyBackend(Backend):
         return self.xp.full((), value, dtype=dtype)
 
     def scatter_add(self, target, indices, values):
-        self._cupyx.scatter_add(target, indices, values)
+        if _deterministic:  # cupyx.scatter_add's atomics add repeated indices in any order
+            ordered_scatter_add(self.xp, target, indices, values)
+        else:
+            self._cupyx.scatter_add(target, indices, values)
 
     def as_strided(self, array, shape, strides):
         return self.xp.lib.stride_tricks.as_strided(array, shape, strides)
@@ -241,6 +245,29 @@ class CupyBackend(Backend):
         self._rng_seed, self._draws = int(state["seed"]), int(state["draws"])
 
 
+def ordered_scatter_add(xp, target, indices, values):
+    """``target[indices] += values`` with repeated positions summed one after another in the
+    order they occur, which is ``numpy.add.at``'s order: bit-reproducible, with no atomics.
+
+    Positions are sorted (stably) and added in rounds: round k adds the k-th occurrence of every
+    position, so no round hits an element twice. The number of rounds (the largest repeat
+    count) is read on the host: one synchronisation per call."""
+    positions = xp.arange(target.size).reshape(target.shape)[indices]
+    values = xp.broadcast_to(values, positions.shape).reshape(-1)
+    positions = positions.reshape(-1)
+    if positions.size == 0:
+        return
+    order = xp.argsort(positions, kind="stable")
+    positions, values = positions[order], values[order]
+    rank = xp.arange(positions.size) - xp.searchsorted(positions, positions, side="left")
+    flat = target.reshape(-1) if target.flags.c_contiguous else target.copy().reshape(-1)
+    for k in range(int(rank.max()) + 1):
+        chosen = rank == k
+        flat[positions[chosen]] += values[chosen]
+    if not target.flags.c_contiguous:
+        target[...] = flat.reshape(target.shape)
+
+
 def _float_for_rng(dtype):
     """Random generators draw float32 or float64 only; anything else draws float64."""
     dtype = numpy.dtype(dtype)
@@ -251,6 +278,7 @@ def _float_for_rng(dtype):
 _BACKEND_TYPES = {"numpy": NumpyBackend, "cupy": CupyBackend}
 _instances: dict[str, Backend] = {}
 _seed: int | None = None
+_deterministic = False
 _default_backend_name = os.environ.get("TINYGRAD_HW_BACKEND", "numpy").strip().lower() or "numpy"
 # Host-side generator for draws that must not depend on the backend (parameter initialisation),
 # so that one seed gives the same model on the CPU and on the GPU.
@@ -311,6 +339,19 @@ def set_rng_state(state: dict) -> None:
     for name, be_state in state["backends"].items():
         if be_state is not None:
             get_backend(name).set_rng_state(be_state)
+
+
+def use_deterministic_algorithms(mode: bool) -> None:
+    """Like ``torch.use_deterministic_algorithms``: with ``True`` the GPU backend sums repeated
+    indices (indexing's and overlapping max-pooling's gradients) in a fixed order
+    (:func:`ordered_scatter_add`, one host synchronisation per call) instead of with atomics.
+    NumPy's are deterministic already."""
+    global _deterministic
+    _deterministic = bool(mode)
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    return _deterministic
 
 
 def host_rng() -> numpy.random.Generator:
