@@ -141,3 +141,31 @@ def test_a_failing_row_is_recorded_and_the_others_kept(tmp_path, monkeypatch, ca
     assert "MemoryError: out of memory" in result["failed"][0]["error"]
     assert result["rows"] and all(r["name"].startswith("linear") for r in result["rows"])
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_gpu_check_script_parses_and_its_commands_take_their_arguments():
+    """benchmarks/gpu_check.sh (for the GPU run) is valid bash, and every example and benchmark
+    command in it accepts its arguments here (parsed, not run)."""
+    import re
+    import shlex
+    import shutil
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    bash = shutil.which("bash")
+    if bash:
+        subprocess.run([bash, "-n", str(script)], check=True)
+    from helpers import load_example
+    import benchmarks.run as run
+    cifar_cnn = load_example("cifar_cnn")
+    calls = 0
+    for line in script.read_text().splitlines():
+        words = shlex.split(line.replace('"$out', '"OUT'), comments=True)
+        if words[:1] != ["stage"]:
+            continue
+        if "examples/cifar_cnn.py" in words:
+            cifar_cnn.parse_args(words[words.index("examples/cifar_cnn.py") + 1:])
+            calls += 1
+        elif "benchmarks.run" in words:
+            run.parse_args(words[words.index("benchmarks.run") + 1:])
+            calls += 1
+    assert calls == 4
+    assert re.search(r"TINYGRAD_HW_BACKEND=cupy .*pytest", script.read_text())
