@@ -36,8 +36,11 @@ cat "$out/machine.txt"
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 stage tests env TINYGRAD_HW_BACKEND=cupy HYPOTHESIS_PROFILE=ci $PY -m pytest -q -p no:cacheprovider tests
+# the CUDA kernels of tinygrad_hw/kernels/cuda.py (off by default until this run proves them)
+stage tests_kernels env TINYGRAD_HW_BACKEND=cupy TINYGRAD_HW_CUDA_KERNELS=1 HYPOTHESIS_PROFILE=ci $PY -m pytest -q -p no:cacheprovider tests
 stage check_gradients $PY examples/cifar_cnn.py --backend cupy --check-gradients
 stage bench $PY -m benchmarks.run --backend cupy --json "$out/bench.json"
+stage bench_kernels env TINYGRAD_HW_CUDA_KERNELS=1 $PY -m benchmarks.run --backend cupy --json "$out/bench_kernels.json"
 stage cifar_fast $PY examples/cifar_cnn.py --backend cupy --preset fast --out "$out/cifar_fast"
 stage cifar_resnet9 $PY examples/cifar_cnn.py --backend cupy --preset resnet9 --epochs 2 --out "$out/cifar_resnet9"
 echo "results in $out (first failing stage's exit status: $status)"

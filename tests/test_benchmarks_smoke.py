@@ -167,5 +167,5 @@ def test_gpu_check_script_parses_and_its_commands_take_their_arguments():
         elif "benchmarks.run" in words:
             run.parse_args(words[words.index("benchmarks.run") + 1:])
             calls += 1
-    assert calls == 4
+    assert calls == 5
     assert re.search(r"TINYGRAD_HW_BACKEND=cupy .*pytest", script.read_text())
