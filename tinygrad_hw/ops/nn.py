@@ -77,10 +77,15 @@ class BatchNormTrain(Function):
         # temporary): dx = scale * g - xhat * (scale * mean(g * xhat)) - scale * mean(g), with
         # scale = invstd * w per channel
         n, xhat, xp = self.count, self.xhat, self.xp
-        letters = "abcdefgh"[:g.ndim]
-        per_channel = f"{letters}->{letters[1]}"
-        g_sum = xp.einsum(per_channel, g).reshape(self.bshape)
-        gx_hat_sum = xp.einsum(f"{letters},{per_channel}", g, xhat).reshape(self.bshape)
+        if self.backend.name == "numpy":
+            letters = "abcdefgh"[:g.ndim]
+            per_channel = f"{letters}->{letters[1]}"
+            g_sum = xp.einsum(per_channel, g).reshape(self.bshape)
+            gx_hat_sum = xp.einsum(f"{letters},{per_channel}", g, xhat).reshape(self.bshape)
+        else:  # CuPy's reductions take the non-channel axes in one kernel; its einsum would
+            # transpose and copy for a matrix product (issue 19, item 7)
+            g_sum = g.sum(axis=tuple(self.axes), keepdims=True)
+            gx_hat_sum = (g * xhat).sum(axis=tuple(self.axes), keepdims=True)
         need = self.needs_input_grad
         gx = None
         if need[0]:
