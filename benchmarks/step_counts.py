@@ -25,7 +25,7 @@ from tinygrad_hw import nn
 from tinygrad_hw.training import cifar10 as recipe
 
 # The presets at their own widths, batch 4 for the exercise's net, 8 for the others (the counts
-# do not depend on the batch or the width).
+# hardly depend on the batch or the width).
 PRESETS = {"baseline": 4, "fast": 8, "resnet9": 8}
 
 
