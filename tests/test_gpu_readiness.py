@@ -206,3 +206,17 @@ def test_loader_thread_prepares_batches_on_a_non_blocking_stream_of_its_own(cuda
     assert sum(counts.syncs.values()) == 6  # only the test's own .numpy() reads
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]),
                                   labels[loader.order(0)])
+
+
+def test_swats_reads_every_group_in_one_transfer_per_step(cuda):
+    """SWATS decides its switch on the host: one synchronisation per step for all groups."""
+    from cupy import _standin
+    hw.manual_seed(0)
+    ps = [nn.Parameter(hw.randn(5)), nn.Parameter(hw.randn(3)), nn.Parameter(hw.randn(2))]
+    opt = hw.optim.SWATS([{"params": ps[:1]}, {"params": ps[1:2]}, {"params": ps[2:]}], lr=0.01)
+    for _ in range(3):
+        for p in ps:
+            p.grad = hw.randn(*p.shape)
+        with _standin.counting() as counts:
+            opt.step()
+        assert sum(counts.syncs.values()) == 1
