@@ -137,6 +137,51 @@ def test_kernel_sources_instantiate_for_each_dtype():
             "sgd_step", "adam_step", "max_pool_forward", "max_pool_backward")))
 
 
+def _elementwise_like_the_kernel(spec, *args):
+    """The element-wise kernels' operations, transcribed into NumPy (products and sums as
+    separate roundings, as the _rn intrinsics keep them on the GPU)."""
+    name = spec[-1]
+    if name == "batch_norm_backward":
+        g, xhat, scale, a, b = args
+        return (g * scale - xhat * a) - b
+    probs, labels, row_scale = args
+    p = probs.copy()
+    p[np.arange(len(p)), labels] -= 1
+    return p * row_scale[:, None]
+
+
+def test_elementwise_kernels_match_the_generic_backward_passes():
+    """BatchNorm's and cross-entropy's backward passes (ops/nn.py, NumPy) against the kernels'
+    operations in the kernels' order, bit for bit; and the specs are well formed."""
+    rng = np.random.default_rng(0)
+    x = hw.Tensor(rng.standard_normal((4, 3, 2, 2)).astype(np.float32), backend="numpy", requires_grad=True)
+    w = hw.Tensor(rng.standard_normal(3).astype(np.float32), backend="numpy", requires_grad=True)
+    up = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    b = hw.Tensor(rng.standard_normal(3).astype(np.float32), backend="numpy", requires_grad=True)
+    y = hw.nn.functional.batch_norm(x, None, None, weight=w, bias=b, training=True)
+    node = y._ctx  # the BatchNormTrain node holds xhat and invstd (until its backward)
+    xhat, scale = node.xhat.copy(), node.invstd.reshape(1, 3, 1, 1) * w.data.reshape(1, 3, 1, 1)
+    y.backward(hw.Tensor(up, backend="numpy"))
+    g_sum = np.einsum("abcd->b", up).reshape(1, 3, 1, 1)
+    gx_hat_sum = np.einsum("abcd,abcd->b", up, xhat).reshape(1, 3, 1, 1)
+    n = 16
+    ours = _elementwise_like_the_kernel(cuda._BATCH_NORM_BACKWARD, up, xhat, scale,
+                                        scale * gx_hat_sum / n, scale * g_sum / n)
+    np.testing.assert_array_equal(ours, x.grad.numpy())
+    logits = hw.Tensor(rng.standard_normal((5, 4)).astype(np.float32), backend="numpy", requires_grad=True)
+    labels = np.array([0, 3, 1, 1, 2])
+    loss = hw.nn.functional.cross_entropy(logits, hw.Tensor(labels, backend="numpy"))
+    probs = loss._ctx.probs.copy()
+    loss.backward()
+    row_scale = (np.ones(5, np.float32) / np.float32(5)) * np.float32(1)
+    np.testing.assert_array_equal(_elementwise_like_the_kernel(
+        cuda._CROSS_ENTROPY_BACKWARD, probs, labels, row_scale), logits.grad.numpy())
+    for spec in (cuda._BATCH_NORM_BACKWARD, cuda._CROSS_ENTROPY_BACKWARD):
+        in_params, out_params, operation, name = spec
+        assert operation.count("(") == operation.count(")") and name.isidentifier()
+        assert all(len(p.split()) in (2, 3) for p in (in_params + ", " + out_params).split(", "))
+
+
 def test_kernels_are_off_unless_switched_on(monkeypatch):
     monkeypatch.delenv("TINYGRAD_HW_CUDA_KERNELS", raising=False)
     assert cuda.for_backend(get_backend("numpy")) is None
@@ -157,4 +202,11 @@ def test_switched_on_the_optimizers_and_max_pooling_launch_the_kernels(monkeypat
             opt.step()
     with pytest.raises(NotImplementedError, match="max_pool_forward_float_int8"):
         hw.nn.functional.max_pool2d(hw.ones(1, 1, 4, 4, backend="cupy"), 2)
+    x = hw.randn(4, 3, 2, 2, backend="cupy", requires_grad=True)
+    with pytest.raises(NotImplementedError, match="batch_norm_backward"):
+        # a contiguous upstream gradient (a broadcast one takes the generic path)
+        hw.nn.functional.batch_norm(x, None, None, training=True).backward(hw.randn(4, 3, 2, 2, backend="cupy"))
+    logits = hw.randn(4, 3, backend="cupy", requires_grad=True)
+    with pytest.raises(NotImplementedError, match="cross_entropy_backward"):
+        hw.nn.functional.cross_entropy(logits, hw.tensor([0, 1, 2, 1], backend="cupy")).backward()
     assert cuda.for_backend(be) is cuda.for_backend(be)

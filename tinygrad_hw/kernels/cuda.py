@@ -1,6 +1,7 @@
 """CUDA kernels of the CuPy backend: fused optimizer updates (SGD with momentum, Nesterov and
-weight decay; Adam/AdamW, amsgrad) and max-pooling forward and backward, one launch each where
-the generic code (:mod:`tinygrad_hw.optim`, :mod:`tinygrad_hw.kernels.pool`) takes 6-140.
+weight decay; Adam/AdamW, amsgrad), max-pooling forward and backward, BatchNorm's and
+cross-entropy's backward element-wise passes: one launch each where the generic code
+(:mod:`tinygrad_hw.optim`, :mod:`tinygrad_hw.kernels.pool`, :mod:`tinygrad_hw.ops.nn`) takes 3-140.
 
 The generic ``xp`` code is the reference: each kernel does the same IEEE operations in the same
 order (compiled with ``--fmad=false``, so no multiply-add is contracted), so it should agree
@@ -170,6 +171,22 @@ extern "C" __global__ void max_pool_backward_{T}(const {T}* gy, const {I}* argma
 }}
 """
 
+# Element-wise kernels (CuPy broadcasts their inputs). Products are written with the _rn
+# intrinsics, which the compiler never contracts into a multiply-add with a neighbouring sum.
+_RN_PREAMBLE = r"""
+__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+"""
+# BatchNorm's input gradient from its per-channel terms a = scale * mean(g * xhat) and
+# b = scale * mean(g): dx = g * scale - xhat * a - b (ops/nn.py's order)
+_BATCH_NORM_BACKWARD = ("T g, T xhat, T scale, T a, T b", "T gx",
+                        "gx = (mul_rn(g, scale) - mul_rn(xhat, a)) - b", "batch_norm_backward")
+# Cross-entropy's logit gradient: (softmax - onehot(label)) * row scale, per row of C classes
+_CROSS_ENTROPY_BACKWARD = ("T probs, raw I labels, raw T row_scale, int64 classes", "T grad",
+                           "long long row = i / classes; T p = probs;"
+                           " if (i - row * classes == (long long)labels[row]) p = p - (T)1;"
+                           " grad = p * row_scale[row]", "cross_entropy_backward")
+
 _INDEX_CTYPES = {numpy.dtype(numpy.int8): "signed char", numpy.dtype(numpy.int16): "short",
                  numpy.dtype(numpy.int32): "int"}
 _OPTIONS = ("--fmad=false",)
@@ -221,6 +238,20 @@ class CudaKernels:
                              t(1 - beta2), t((1 - beta2 ** step) ** 0.5), t(eps),
                              t(-(lr / (1 - beta1 ** step))), numpy.int32(decoupled),
                              numpy.int32(amsgrad), numpy.int32(maximize)))
+
+    @functools.lru_cache(maxsize=None)
+    def _elementwise(self, spec):
+        in_params, out_params, operation, name = spec
+        return self.xp.ElementwiseKernel(in_params, out_params, operation, name, preamble=_RN_PREAMBLE)
+
+    def batch_norm_backward(self, g, xhat, scale, a, b):
+        """BatchNorm's input gradient in one pass (the per-channel terms broadcast)."""
+        return self._elementwise(_BATCH_NORM_BACKWARD)(g, xhat, scale, a, b)
+
+    def cross_entropy_backward(self, probs, labels, row_scale):
+        """``(probs - onehot(labels)) * row_scale[:, None]`` for (N, C) ``probs`` in one pass."""
+        return self._elementwise(_CROSS_ENTROPY_BACKWARD)(probs, labels, row_scale,
+                                                          numpy.int64(probs.shape[1]))
 
     def max_pool2d_forward(self, x, out_hw, kernel, stride, padding, dilation, index_dtype):
         """``(y, argmax)`` as :func:`tinygrad_hw.kernels.pool.max_pool2d_forward` gives them."""

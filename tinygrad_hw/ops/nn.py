@@ -13,6 +13,7 @@ import numpy
 
 from ..autograd.function import Function
 from ..autograd.grad_mode import is_grad_enabled
+from ..kernels import cuda
 from ..kernels.special import erfc_nonnegative
 
 __all__ = ["BatchNormTrain", "CrossEntropyRows", "NormalCdf"]
@@ -94,6 +95,14 @@ class BatchNormTrain(Function):
                 scale = scale * self.inputs[1].data.reshape(self.bshape)
             all_g, all_gx_hat = (g_sum, gx_hat_sum) if self.sum_over_ranks is None else \
                 self.sum_over_ranks(g_sum, gx_hat_sum)
+            fused = cuda.for_backend(self.backend)
+            if fused is not None and fused.supports(g, xhat):  # one pass (kernels/cuda.py)
+                gx = self.const(fused.batch_norm_backward(g, xhat, scale, scale * all_gx_hat / n,
+                                                          scale * all_g / n))
+                if not affine:
+                    return (gx,)
+                return (gx, self.const(gx_hat_sum.reshape(-1)) if need[1] else None,
+                        self.const(g_sum.reshape(-1)) if need[2] else None)
             gx = g * scale
             gx -= xhat * (scale * all_gx_hat / n)
             gx -= scale * all_g / n
@@ -135,6 +144,10 @@ class CrossEntropyRows(Function):
             onehot[self.xp.arange(x.shape[0]), self.labels] = 1
             g_rows = g.reshape(-1, 1) if self.reduction == "none" else g
             return ((x.softmax(1) - self.const(onehot)) * (g_rows * self.const(scale.reshape(-1, 1))),)
+        fused = cuda.for_backend(self.backend)
+        if fused is not None and fused.supports(self.probs):  # one pass (kernels/cuda.py)
+            return (self.const(fused.cross_entropy_backward(self.probs, self.labels,
+                                                            (scale * g.data).reshape(-1))),)
         grad = self.probs.copy()  # the softmax stays intact for a retained graph
         grad[self.xp.arange(grad.shape[0]), self.labels] -= 1
         grad *= (scale * g.data).reshape(-1, 1)
