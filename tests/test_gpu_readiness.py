@@ -65,8 +65,8 @@ def test_standin_counts_by_source_line(cupy):
 
 
 # -- a training step: no host synchronisation, no host-to-device copy --------------------------------
-# Widths small enough for the CPU (the ops per step hardly depend on the width: resnet9 takes
-# 1540 at width 4, 1532 at 64, in benchmarks/step_counts.py).
+# Widths small enough for the CPU (the ops per step hardly depend on the width; the presets'
+# own widths are counted by benchmarks/step_counts.py).
 PRESET_SIZES = {"baseline": {}, "fast": {"widths": (8, 16, 16)}, "resnet9": {"widths": (4,)}}
 
 
