@@ -25,8 +25,12 @@ $(VENV)/.test: $(BIN)/python setup.cfg
 demo: $(VENV)/.demo
 	$(BIN)/python examples/cifar_cnn.py
 
+# The suite twice: on NumPy, then on the CPU stand-in for CuPy (tests/cupy_standin, importable as
+# `cupy` only through this PYTHONPATH), so that code which works only on NumPy fails without a GPU.
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	PYTHONPATH="$(CURDIR)/tests/cupy_standin" TINYGRAD_HW_BACKEND=cupy \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 clean:
 	rm -rf $(VENV) *.egg-info

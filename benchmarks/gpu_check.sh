@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (CUDA, CuPy, PyTorch installed): the whole test suite on the CuPy
-# backend, the benchmark suite against PyTorch CUDA, and the CIFAR-10 `fast` preset on the GPU.
+# backend, --check-gradients on the GPU, the benchmark suite against PyTorch CUDA, and short
+# CIFAR-10 runs of the `fast` and `resnet9` presets on the GPU.
 #
+#   pip install -e ".[cuda13,test,data]"          # or [cuda12,...]: the driver's CUDA major version
+#   pip install torch                             # a CUDA build, for the benchmark's reference side
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        (or GPU_CHECK_OUT=... bash benchmarks/gpu_check.sh)
 #
+# CIFAR-10 is read from $TINYGRAD_HW_DATA, ./data or shared/datasets/cifar10 (downloaded otherwise).
 # Logs and JSON go to OUT_DIR (default benchmarks/results/gpu-<date>), ready to commit.
 # Each stage runs even when an earlier one fails; the exit status is that of the first failure.
 set -uo pipefail
@@ -32,7 +36,12 @@ cat "$out/machine.txt"
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 stage tests env TINYGRAD_HW_BACKEND=cupy HYPOTHESIS_PROFILE=ci $PY -m pytest -q -p no:cacheprovider tests
+# the CUDA kernels of tinygrad_hw/kernels/cuda.py (off by default until this run proves them)
+stage tests_kernels env TINYGRAD_HW_BACKEND=cupy TINYGRAD_HW_CUDA_KERNELS=1 HYPOTHESIS_PROFILE=ci $PY -m pytest -q -p no:cacheprovider tests
+stage check_gradients $PY examples/cifar_cnn.py --backend cupy --check-gradients
 stage bench $PY -m benchmarks.run --backend cupy --json "$out/bench.json"
+stage bench_kernels env TINYGRAD_HW_CUDA_KERNELS=1 $PY -m benchmarks.run --backend cupy --json "$out/bench_kernels.json"
 stage cifar_fast $PY examples/cifar_cnn.py --backend cupy --preset fast --out "$out/cifar_fast"
+stage cifar_resnet9 $PY examples/cifar_cnn.py --backend cupy --preset resnet9 --epochs 2 --out "$out/cifar_resnet9"
 echo "results in $out (first failing stage's exit status: $status)"
 exit $status

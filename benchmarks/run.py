@@ -45,6 +45,7 @@ import re
 import statistics
 import sys
 import time
+import traceback
 import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -958,8 +959,18 @@ def main(argv=None) -> int:
     header = (f"{'row':<34} {'batch':>5} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} {'ours GF/s':>9} "
               f"{'torch GF/s':>10} {'others':>6}")
     print("\n" + header)
+    failed = []
     for row in rows:
-        rec = measure_when_quiet(row, ours, theirs, cfg, args.wait_quiet, args.quiet_cores)
+        try:
+            rec = measure_when_quiet(row, ours, theirs, cfg, args.wait_quiet, args.quiet_cores)
+        except Exception as exc:  # one failing row (a GPU out of memory, a missing kernel) must
+            # not lose the others: it is recorded with its error, and the exit status says so
+            failed.append({"name": row.name, "group": row.group, "batch": row.batch,
+                           "error": f"{type(exc).__name__}: {exc}",
+                           "traceback": traceback.format_exc(limit=-8)})
+            print(f"{row.name:<34} {row.batch:>5} FAILED: {type(exc).__name__}: {exc}", flush=True)
+            gc.collect()  # what the failed row held (on a GPU: its memory-pool blocks)
+            continue
         records.append(rec)
         o, t = rec["ours"], rec["torch"]
         print(f"{row.name:<34} {row.batch:>5} {o['median_ms']:>9.3f} {t['median_ms']:>9.3f} "
@@ -985,10 +996,12 @@ def main(argv=None) -> int:
                              if args.backend == "numpy" else "torch.cuda.max_memory_allocated")
                           + " for torch"),
         "rows": records,
+        "failed": failed,
     }
     table = markdown_table(result)
     print("\n" + table)
-    print(f"\n{len(records)} rows in {env['seconds']} s; load average at end {env['loadavg_end']}")
+    print(f"\n{len(records)} rows in {env['seconds']} s; load average at end {env['loadavg_end']}"
+          + (f"; {len(failed)} FAILED: {', '.join(f['name'] for f in failed)}" if failed else ""))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -997,7 +1010,7 @@ def main(argv=None) -> int:
     if args.update_report:
         update_report(result, table)
         print(f"updated {REPORT}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

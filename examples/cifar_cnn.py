@@ -120,7 +120,8 @@ def check_gradients(cfg: recipe.Config, test_data, batch: int = 16, log=log) -> 
     for name in ("small_cnn", "fast_cnn"):
         kwargs = cfg.model_kwargs() if name == models.canonical_name(cfg.model) else {}
         builds[name] = lambda lib, name=name, kwargs=kwargs: models.build(name, lib, **kwargs)
-    return hw.testing.check_networks(builds, x, test_data[1], batch, cfg.label_smoothing, log=log)
+    return hw.testing.check_networks(builds, x, test_data[1], batch, cfg.label_smoothing, log=log,
+                                     backend=cfg.backend)
 
 
 def parse_args(argv=None):
@@ -128,7 +129,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(recipe.PRESETS) + sorted(recipe.PRESET_ALIASES),
                    default="fast")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default=hw.get_backend().name,
+                   help="default: TINYGRAD_HW_BACKEND, else numpy")
     for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float),
                        ("--momentum", float), ("--weight-decay", float), ("--label-smoothing", float),
                        ("--crop-padding", int), ("--stem", int), ("--log-every", int)):

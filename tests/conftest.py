@@ -4,7 +4,9 @@ images and the example scripts are in helpers.py; the comparisons with PyTorch a
 
 Tests that can run on CuPy take the ``backend`` fixture. It is 'numpy' by default; set
 TINYGRAD_HW_BACKEND=cupy (on a GPU machine) to run the same tests on CuPy, or
-TINYGRAD_HW_TEST_BACKENDS=numpy,cupy to run them on both.
+TINYGRAD_HW_TEST_BACKENDS=numpy,cupy to run them on both. With PYTHONPATH=tests/cupy_standin as
+well, ``cupy`` is the CPU stand-in for CuPy (a test tool; make test's second run): tests that need
+real CUDA skip there (helpers.on_cupy_standin).
 """
 import os
 

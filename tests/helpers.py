@@ -65,3 +65,13 @@ def normalized(images, mean=None, std=None):
     mean = np.reshape(CIFAR10_MEAN if mean is None else mean, (1, 3, 1, 1))
     std = np.reshape(CIFAR10_STD if std is None else std, (1, 3, 1, 1))
     return np.ascontiguousarray((images.astype(np.float64) / 255.0 - mean) / std)
+
+
+def on_cupy_standin() -> bool:
+    """Whether ``cupy`` is the CPU stand-in of tests/cupy_standin (a test tool over NumPy), not
+    CuPy: tests that need real CUDA (NCCL, kernels) skip there."""
+    try:
+        import cupy
+    except ImportError:
+        return False
+    return bool(getattr(cupy, "STANDIN", False))

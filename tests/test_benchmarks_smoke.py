@@ -112,3 +112,60 @@ def test_quick_distributed_benchmark_writes_every_setup(tmp_path):
     assert all(_positive(s["step_ms"]) for s in result["setups"].values())
     assert all(_positive(v) for v in result["allreduce_in_step_ms"].values())
     assert _positive(result["allreduce_alone_ms"]) and result["gradient_bytes"] > 0
+
+
+def test_a_failing_row_is_recorded_and_the_others_kept(tmp_path, monkeypatch, capsys):
+    """One row that raises (a GPU out of memory, say) is written under 'failed' with its error;
+    the other rows are measured and written, and the exit status is 1."""
+    pytest.importorskip("torch")
+    import benchmarks.run as run
+    real = run.measure
+
+    def measure(row, *args, **kwargs):
+        if row.name.startswith("cross_entropy"):
+            raise MemoryError("out of memory allocating 1.2 GB (injected)")
+        return real(row, *args, **kwargs)
+    monkeypatch.setattr(run, "measure", measure)
+    out = tmp_path / "bench.json"
+    import tinygrad_hw as hw
+    previous = hw.get_backend().name
+    try:  # main() makes its backend the default
+        status = run.main(["--quick", "--backend", "numpy", "--only", "cross_entropy,linear",
+                           "--json", str(out)])
+    finally:
+        hw.set_backend(previous)
+    assert status == 1
+    result = json.loads(out.read_text())
+    assert [r["name"] for r in result["failed"]] and all(
+        r["name"].startswith("cross_entropy") for r in result["failed"])
+    assert "MemoryError: out of memory" in result["failed"][0]["error"]
+    assert result["rows"] and all(r["name"].startswith("linear") for r in result["rows"])
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_gpu_check_script_parses_and_its_commands_take_their_arguments():
+    """benchmarks/gpu_check.sh (for the GPU run) is valid bash, and every example and benchmark
+    command in it accepts its arguments here (parsed, not run)."""
+    import re
+    import shlex
+    import shutil
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    bash = shutil.which("bash")
+    if bash:
+        subprocess.run([bash, "-n", str(script)], check=True)
+    from helpers import load_example
+    import benchmarks.run as run
+    cifar_cnn = load_example("cifar_cnn")
+    calls = 0
+    for line in script.read_text().splitlines():
+        words = shlex.split(line.replace('"$out', '"OUT'), comments=True)
+        if words[:1] != ["stage"]:
+            continue
+        if "examples/cifar_cnn.py" in words:
+            cifar_cnn.parse_args(words[words.index("examples/cifar_cnn.py") + 1:])
+            calls += 1
+        elif "benchmarks.run" in words:
+            run.parse_args(words[words.index("benchmarks.run") + 1:])
+            calls += 1
+    assert calls == 5
+    assert re.search(r"TINYGRAD_HW_BACKEND=cupy .*pytest", script.read_text())

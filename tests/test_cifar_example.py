@@ -202,3 +202,27 @@ def test_presets_build_and_run_a_batch():
         model = models.build(cfg.model, **kwargs)
         out = model(hw.randn(2, 3, 32, 32))
         assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["baseline", "fast", "resnet9", "vgg"])
+def test_every_preset_makes_its_model_with_whitening(name):
+    """make_model of every preset (and its earlier names) on images: ResNet-9's 64 first filters
+    are more than the 54 that 3x3 RGB patches can whiten, so 54 are whitened and 10 stay random."""
+    images = np.random.default_rng(0).integers(0, 256, (40, 3, 32, 32), dtype=np.uint8)
+    cfg = recipe.preset(name, backend="numpy")
+    model = recipe.make_model(cfg, images)
+    plain = recipe.make_model(cfg)  # same seed, no whitening
+    conv = next(m for m in model.modules() if type(m).__name__ == "Conv2d")
+    before = next(m for m in plain.modules() if type(m).__name__ == "Conv2d")
+    if not cfg.whiten:
+        np.testing.assert_array_equal(conv.weight.numpy(), before.weight.numpy())
+        return
+    mean, std = recipe.normalization(cfg)
+    x = (images[:recipe.WHITEN_IMAGES] / 255.0 - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1))
+    count = min(conv.out_channels, 54)
+    expected = models.patch_whitening_filters(x, count, 3).astype(np.float32)
+    np.testing.assert_allclose(conv.weight.numpy()[:count], expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(conv.weight.numpy()[count:], before.weight.numpy()[count:])
+    assert conv.out_channels > 54 or name == "fast"
+    with pytest.raises(ValueError, match="need 32 directions"):
+        models.patch_whitening_filters(x, 64, 3)

@@ -503,7 +503,8 @@ def test_loader_from_dataset_and_memmap(tmp_path):
     data = _load(tmp_path)  # memory-mapped from the cache
     assert isinstance(data.images, np.memmap)
     loader = DataLoader(data, batch_size=7, shuffle=True, seed=0, as_tensor=False, dtype=np.float64)
-    xs, ys = zip(*loader)
+    xs, ys = zip(*loader)  # arrays of the loader's backend
+    xs, ys = ([loader.backend.to_numpy(a) for a in arrays] for arrays in (xs, ys))
     order = loader.order(0)
     np.testing.assert_array_equal(np.concatenate(xs), data.images[order] / 255.0)
     np.testing.assert_array_equal(np.concatenate(ys), data.labels[order])

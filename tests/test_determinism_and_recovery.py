@@ -104,7 +104,7 @@ def test_checkpoint_killed_mid_save_is_old_or_new_and_resume_matches_uninterrupt
         v = state["version"]
         assert state["check"] == v * 3
         payload = state["payload"]
-        payload = payload.numpy() if isinstance(payload, hw.Tensor) else np.asarray(payload)
+        payload = payload.numpy() if isinstance(payload, hw.Tensor) else hw.get_backend().to_numpy(payload)
         assert payload.shape == (1_000_000,) and np.all(payload == v)
         seen.add(v)
         leftovers = [p for p in tmp_path.iterdir() if p.name != ckpt.name]

@@ -422,6 +422,9 @@ ACTIVATIONS = [
 def test_activation_layers_against_pytorch(backend, index, shape, dtype, scale, seed):
     ours, theirs = ACTIVATIONS[index]
     x = (rand_input(np.random.default_rng(seed), shape, dtype) * scale).astype(dtype)
+    if index == 5:  # exact GELU: PyTorch's loses relative accuracy in the left tail (float64: 1e-5
+        # at -7; float32: 3e-4 at -4); that tail is checked against math.erfc below
+        x = np.maximum(x, -6.0 if dtype == np.float64 else -3.0).astype(dtype)
     compare_module(ours(), theirs(), x, backend)
 
 

@@ -132,7 +132,8 @@ def test_check_gradients_command(real_images):
     result = cifar_cnn.check_gradients(cfg, (images, labels), batch=8, log=lines.append)
     assert result["ok"]
     text = "\n".join(lines)
-    assert "small_cnn net, float64" in text and "fast_cnn net, float32" in text
+    on = cfg.backend  # the default backend: the GPU's kernels where TINYGRAD_HW_BACKEND=cupy
+    assert f"small_cnn net on {on}, float64" in text and f"fast_cnn net on {on}, float32" in text
     assert "0.weight" in text and "PyTorch float32" in text and "all gradients agree with PyTorch" in text
 
 

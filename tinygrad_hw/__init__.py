@@ -7,7 +7,8 @@ modes, the backward pass), :mod:`.ops` (every differentiable op), :mod:`.tensor`
 :mod:`.nn`, :mod:`.optim`, :mod:`.data`, and on top
 :mod:`.models`, :mod:`.training` and :mod:`.testing`.
 """
-from .backend import get_backend, get_rng_state, manual_seed, set_backend, set_rng_state
+from .backend import (are_deterministic_algorithms_enabled, get_backend, get_rng_state, manual_seed,
+                      set_backend, set_rng_state, use_deterministic_algorithms)
 from .dtypes import get_default_dtype, set_default_dtype
 from .autograd import AnomalyError, detect_anomaly, enable_grad, grad, is_grad_enabled, no_grad
 from .tensor import Tensor, cat, stack, where

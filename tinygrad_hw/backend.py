@@ -10,13 +10,15 @@ and the global seed (the default dtype is in :mod:`tinygrad_hw.dtypes`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy
 
 __all__ = [
     "Backend", "NumpyBackend", "CupyBackend", "get_backend", "set_backend", "backend_of",
-    "manual_seed", "host_rng", "get_rng_state", "set_rng_state",
+    "manual_seed", "host_rng", "get_rng_state", "set_rng_state", "use_deterministic_algorithms",
+    "are_deterministic_algorithms_enabled", "ordered_scatter_add",
 ]
 
 
@@ -51,6 +53,10 @@ class Backend:
         """A NumPy copy of ``array`` (on the host)."""
         return numpy.array(array)
 
+    def scalar(self, value, dtype):
+        """A Python number as a 0-d array of ``dtype`` (how ops take ``x * 2``)."""
+        return self.xp.asarray(value, dtype=dtype)
+
     def is_array(self, obj) -> bool:
         return isinstance(obj, self.xp.ndarray)
 
@@ -63,7 +69,12 @@ class Backend:
         raise NotImplementedError
 
     def synchronize(self):
-        """Wait for queued device work (a no-op on the CPU); used by timers."""
+        """Wait for the current stream's queued device work (a no-op on the CPU)."""
+
+    def worker_context(self):
+        """Called on the thread that will use a worker thread's arrays: a context manager factory
+        for that worker (nothing to do on the CPU)."""
+        return contextlib.nullcontext
 
     # -- random numbers -----------------------------------------------------------------------
     def seed(self, seed: int | None):
@@ -136,8 +147,9 @@ class CupyBackend(Backend):
         except Exception as exc:  # ImportError, or CUDA present but no usable GPU
             raise RuntimeError(
                 "the 'cupy' backend needs CuPy and an NVIDIA GPU with a working CUDA driver "
-                f"({type(exc).__name__}: {exc}). Install it with: pip install \"tinygrad_hw[cuda]\" "
-                "(or the cupy-cudaXXx wheel matching your CUDA version), or use the 'numpy' backend."
+                f"({type(exc).__name__}: {exc}). Install it with: pip install \"tinygrad_hw[cuda13]\" "
+                "(or \"tinygrad_hw[cuda12]\": the CUDA major version nvidia-smi shows), or use the "
+                "'numpy' backend."
             ) from exc
         self.xp = cupy
         self._cupyx = cupyx
@@ -149,14 +161,35 @@ class CupyBackend(Backend):
     def asarray(self, data, dtype=None):
         return self.xp.asarray(data, dtype=dtype)
 
+    def scalar(self, value, dtype):
+        # a fill kernel with the number as its argument, queued like any other; asarray would
+        # copy it from pageable host memory, a synchronous transfer in every op with a number
+        return self.xp.full((), value, dtype=dtype)
+
     def scatter_add(self, target, indices, values):
-        self._cupyx.scatter_add(target, indices, values)
+        if _deterministic:  # cupyx.scatter_add's atomics add repeated indices in any order
+            ordered_scatter_add(self.xp, target, indices, values)
+        else:
+            self._cupyx.scatter_add(target, indices, values)
 
     def as_strided(self, array, shape, strides):
         return self.xp.lib.stride_tricks.as_strided(array, shape, strides)
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
+
+    def worker_context(self):
+        # the caller's device (a thread starts on device 0) and a non-blocking stream of the
+        # worker's own, so that its synchronize() does not wait for the training step's kernels
+        # and its copies do not queue behind them (the legacy default stream would do both)
+        device = self.xp.cuda.Device().id
+        cuda = self.xp.cuda
+
+        @contextlib.contextmanager
+        def context():
+            with cuda.Device(device), cuda.Stream(non_blocking=True):
+                yield
+        return context
 
     def use_device(self, index: int) -> None:
         """Make GPU ``index`` this process's device (one GPU per rank in data-parallel
@@ -175,30 +208,64 @@ class CupyBackend(Backend):
                                "nvidia-nccl-cu12), or use backend='mpi'") from exc
         return nccl
 
+    # CuPy's cuRAND generators cannot export their state, so each draw comes from the one
+    # Philox generator reseeded with (seed, number of draws so far): the state is those two
+    # numbers, a checkpoint saves them, and a resumed GPU run continues the same streams bit for
+    # bit (dropout masks are not repeated). Philox's seeding is cheap (no state-setup kernel).
     def seed(self, seed):
-        self.rng = self.xp.random.RandomState(seed)
+        if seed is None:  # a fresh random seed, recorded so that the state can still be saved
+            seed = int(numpy.random.SeedSequence().generate_state(1, numpy.uint64)[0] >> 1)
+        self._rng_seed, self._draws = int(seed), 0
+        if not hasattr(self, "_rng"):
+            philox = self.xp.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10
+            self._rng = self.xp.random.RandomState(0, method=philox)
+
+    def _next_rng(self):
+        key = numpy.random.SeedSequence([self._rng_seed, self._draws]).generate_state(1, numpy.uint64)[0]
+        self._draws += 1
+        self._rng.seed(int(key >> 1))
+        return self._rng
 
     def rand(self, shape, dtype):
-        return self.rng.random_sample(shape, dtype=_float_for_rng(dtype))
+        return self._next_rng().random_sample(shape, dtype=_float_for_rng(dtype))
 
     def randn(self, shape, dtype):
-        return self.rng.standard_normal(shape, dtype=_float_for_rng(dtype))
+        return self._next_rng().standard_normal(shape, dtype=_float_for_rng(dtype))
 
     def randint(self, low, high, shape):
-        return self.rng.randint(low, high, size=shape, dtype=self.xp.int64)
+        return self._next_rng().randint(low, high, size=shape, dtype=self.xp.int64)
 
     def permutation(self, n):
-        return self.rng.permutation(n).astype(self.xp.int64)
+        return self._next_rng().permutation(n).astype(self.xp.int64)
 
-    # CuPy's cuRAND generators cannot export their state: a checkpoint records the seed and the
-    # number of reseeds instead, so a resumed GPU run is reproducible but not bit-identical to an
-    # uninterrupted one (the CPU backend is).
     def rng_state(self):
-        return None
+        return {"seed": self._rng_seed, "draws": self._draws}
 
     def set_rng_state(self, state):
-        if state is not None:
-            raise ValueError("the cupy backend cannot restore a generator state")
+        self._rng_seed, self._draws = int(state["seed"]), int(state["draws"])
+
+
+def ordered_scatter_add(xp, target, indices, values):
+    """``target[indices] += values`` with repeated positions summed one after another in the
+    order they occur, which is ``numpy.add.at``'s order: bit-reproducible, with no atomics.
+
+    Positions are sorted (stably) and added in rounds: round k adds the k-th occurrence of every
+    position, so no round hits an element twice. The number of rounds (the largest repeat
+    count) is read on the host: one synchronisation per call."""
+    positions = xp.arange(target.size).reshape(target.shape)[indices]
+    values = xp.broadcast_to(values, positions.shape).reshape(-1)
+    positions = positions.reshape(-1)
+    if positions.size == 0:
+        return
+    order = xp.argsort(positions, kind="stable")
+    positions, values = positions[order], values[order]
+    rank = xp.arange(positions.size) - xp.searchsorted(positions, positions, side="left")
+    flat = target.reshape(-1) if target.flags.c_contiguous else target.copy().reshape(-1)
+    for k in range(int(rank.max()) + 1):
+        chosen = rank == k
+        flat[positions[chosen]] += values[chosen]
+    if not target.flags.c_contiguous:
+        target[...] = flat.reshape(target.shape)
 
 
 def _float_for_rng(dtype):
@@ -211,6 +278,7 @@ def _float_for_rng(dtype):
 _BACKEND_TYPES = {"numpy": NumpyBackend, "cupy": CupyBackend}
 _instances: dict[str, Backend] = {}
 _seed: int | None = None
+_deterministic = False
 _default_backend_name = os.environ.get("TINYGRAD_HW_BACKEND", "numpy").strip().lower() or "numpy"
 # Host-side generator for draws that must not depend on the backend (parameter initialisation),
 # so that one seed gives the same model on the CPU and on the GPU.
@@ -271,6 +339,19 @@ def set_rng_state(state: dict) -> None:
     for name, be_state in state["backends"].items():
         if be_state is not None:
             get_backend(name).set_rng_state(be_state)
+
+
+def use_deterministic_algorithms(mode: bool) -> None:
+    """Like ``torch.use_deterministic_algorithms``: with ``True`` the GPU backend sums repeated
+    indices (indexing's and overlapping max-pooling's gradients) in a fixed order
+    (:func:`ordered_scatter_add`, one host synchronisation per call) instead of with atomics.
+    NumPy's are deterministic already."""
+    global _deterministic
+    _deterministic = bool(mode)
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    return _deterministic
 
 
 def host_rng() -> numpy.random.Generator:

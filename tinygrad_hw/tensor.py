@@ -56,7 +56,8 @@ class Tensor:
     ``Tensor(data, dtype=None, requires_grad=False, backend=None)``: Python numbers and lists become
     the default float dtype (float32) when they hold floats, int64 for ints, bool for bools; NumPy
     and CuPy arrays keep their dtype unless ``dtype`` is given. ``backend`` ('numpy' or 'cupy')
-    defaults to the array's own backend, or the default backend for lists and numbers.
+    defaults to a CuPy array's own backend, else (NumPy arrays, lists, numbers) the default
+    backend, as ``torch.tensor`` follows the default device.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_be", "_retains_grad", "__weakref__")
@@ -71,7 +72,9 @@ class Tensor:
                 src = _backend.backend_of(data)
             except TypeError:
                 src = None
-        be = get_backend(backend if backend is not None else (src or None))
+        # NumPy arrays are host data, like lists: the default backend, as torch.tensor(ndarray)
+        # follows the default device; device (CuPy) arrays stay where they are
+        be = get_backend(backend if backend is not None else (src if src is not None and src.name != "numpy" else None))
         if dtype is not None:
             dtype = to_dtype(dtype)
         if src is None:  # Python numbers, lists, anything array-like
@@ -263,7 +266,7 @@ class Tensor:
         """A Python number as a 0-d tensor of the dtype PyTorch would give ``self op value``."""
         dtype = self.data.dtype
         if type(value) is float and dtype.kind == "f":  # the common case, without the ABC checks
-            return Tensor._make(self._be.xp.asarray(value, dtype=dtype), self._be)
+            return Tensor._make(self._be.scalar(value, dtype), self._be)
         if isinstance(value, bool):
             dtype = self.dtype
         elif isinstance(value, numbers.Integral):
@@ -272,7 +275,7 @@ class Tensor:
             dtype = self.dtype if is_float(self.dtype) else get_default_dtype()
         else:
             raise TypeError(f"unsupported operand type {type(value).__name__}")
-        return Tensor._make(self._be.xp.asarray(value, dtype=dtype), self._be)
+        return Tensor._make(self._be.scalar(value, dtype), self._be)
 
     def _operand(self, other) -> "Tensor":
         if type(other) is Tensor or isinstance(other, Tensor):

@@ -198,7 +198,8 @@ def _owned(g, stored):
     leaf's ``.grad`` must be safe to update in place."""
     data = g.data
     flags = data.flags
-    if flags.owndata and flags.writeable and id(data) not in stored:
+    # CuPy's flags have no ``writeable`` (device memory is always writable)
+    if flags.owndata and getattr(flags, "writeable", True) and id(data) not in stored:
         return g
     return g._make(data.copy(), g._be)
 

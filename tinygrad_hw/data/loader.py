@@ -201,17 +201,13 @@ class DataLoader:
         if self.normalize is not None:
             x = self.normalize(x)
         y = self.backend.asarray(self.labels[indices])
-        if self.backend.name != "numpy":
-            # The batch must be complete before another thread uses it, whatever stream the
-            # device work was queued on.
-            self.backend.synchronize()
         return xp.ascontiguousarray(x), y
 
     def _wrap(self, x, y):
         if not self.as_tensor:
             return x, y
         from ..tensor import Tensor
-        return Tensor(x), Tensor(y)
+        return Tensor(x, backend=self.backend), Tensor(y, backend=self.backend)
 
     def __iter__(self):
         epoch, start = self.epoch, self._resume_batch
@@ -243,11 +239,20 @@ class DataLoader:
                     continue
             return False
 
+        # on a GPU: this thread's device, and a stream of the worker's own that does not wait for
+        # the training step's queued work (nor it for the worker's)
+        worker_context = self.backend.worker_context()
+
         def work():
             try:
-                for b in range(start, len(batches)):
-                    if not put(self._make_batch(epoch, b, batches[b])):
-                        return
+                with worker_context():
+                    for b in range(start, len(batches)):
+                        batch = self._make_batch(epoch, b, batches[b])
+                        # complete before the consumer's stream uses it: waits for the worker's
+                        # own stream only (a no-op on the CPU)
+                        self.backend.synchronize()
+                        if not put(batch):
+                            return
                 put(_DONE)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 put(_Failure(exc))

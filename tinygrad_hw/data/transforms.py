@@ -38,7 +38,7 @@ def _unwrap(batch):
     """(array, rewrap) where rewrap turns a result back into the caller's type."""
     if hasattr(batch, "_be") and hasattr(batch, "data"):  # a Tensor
         from ..tensor import Tensor
-        return batch.data, lambda array: Tensor(array)
+        return batch.data, lambda array: Tensor(array, backend=batch._be)
     return batch, lambda array: array
 
 

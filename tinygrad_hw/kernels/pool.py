@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from . import cuda
 from .geometry import pool_output_size, valid_range
 from .parallel import map_chunks, split_ranges
 from .scratch import pad_image, workspace
@@ -65,6 +66,9 @@ def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), c
     oh, ow = out_hw
     positions = kh * kw
     idx_dtype = xp.int8 if positions <= 127 else (xp.int16 if positions <= 32767 else xp.int32)
+    fused = cuda.for_backend(be)
+    if fused is not None and fused.supports(x):  # one kernel (kernels/cuda.py)
+        return fused.max_pool2d_forward(x, out_hw, kernel, stride, padding, dilation, idx_dtype)
     y = xp.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = xp.zeros((n, c, oh, ow), dtype=idx_dtype)
 
@@ -166,15 +170,27 @@ class MaxPoolRoute:
 
     def __init__(self, be, argmax, input_shape, kernel, stride, padding, dilation):
         self.be, self.input_shape = be, input_shape
-        self.flat_index = max_pool2d_flat_indices(be, argmax, input_shape, kernel, stride, padding, dilation)
+        self.fused = cuda.for_backend(be)
+        if self.fused is not None:  # the GPU kernel reads the kernel positions directly
+            self.argmax, self.geometry = argmax, (kernel, stride, padding, dilation)
+        self.flat_index = None if self.fused is not None else max_pool2d_flat_indices(
+            be, argmax, input_shape, kernel, stride, padding, dilation)
         # windows overlap when the stride is shorter than the dilated kernel
         self.overlapping = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
 
     def scatter(self, gy):
-        return max_pool2d_scatter(self.be, gy, self.flat_index, self.input_shape, self.overlapping)
+        if self.fused is not None and self.fused.supports(gy):
+            return self.fused.max_pool2d_backward(gy, self.argmax, self.input_shape, *self.geometry)
+        return max_pool2d_scatter(self.be, gy, self._flat_index(), self.input_shape, self.overlapping)
+
+    def _flat_index(self):
+        if self.flat_index is None:
+            self.flat_index = max_pool2d_flat_indices(self.be, self.argmax, self.input_shape,
+                                                      *self.geometry)
+        return self.flat_index
 
     def gather(self, gx):
-        return max_pool2d_gather(self.be, gx, self.flat_index)
+        return max_pool2d_gather(self.be, gx, self._flat_index())
 
 
 def _avg_pool_divisor(be, in_len, out_len, kernel, stride, pad, count_include_pad, dtype):

@@ -37,21 +37,25 @@ def patch_whitening_filters(images, out_channels: int, kernel_size: int = 3, eps
 
 def whiten_first_conv(model, images) -> None:
     """Initialise the first Conv2d of ``model`` (tinygrad_hw or PyTorch) with
-    :func:`patch_whitening_filters` of ``images``; its bias, if any, is set to zero."""
+    :func:`patch_whitening_filters` of ``images``; its bias, if any, is set to zero.
+
+    A C x k x k patch has only C*k*k directions, so at most 2*C*k*k filters can be whitened
+    (54 for 3x3 RGB patches): where the convolution has more (ResNet-9's 64), the first 54 are
+    whitened and the others keep their random initialisation."""
     conv = next(m for m in model.modules() if type(m).__name__ == "Conv2d")
     kh, kw = conv.kernel_size
     if kh != kw:
         raise ValueError("whitening needs a square kernel")
-    filters = patch_whitening_filters(images, conv.out_channels, kh)
-    state = {"weight": filters}
-    if conv.bias is not None:
-        state["bias"] = numpy.zeros(conv.out_channels)
+    count = min(conv.out_channels, 2 * numpy.shape(images)[1] * kh * kw)
+    filters = patch_whitening_filters(images, count, kh)
     if type(conv).__module__.startswith("torch"):
         import torch
         with torch.no_grad():
-            for key, value in state.items():
-                getattr(conv, key).copy_(torch.from_numpy(value))
+            conv.weight[:count].copy_(torch.from_numpy(filters))
+            if conv.bias is not None:
+                conv.bias.zero_()
     else:
-        for key, value in state.items():
-            param = getattr(conv, key)
-            param.data[...] = param._be.asarray(value.astype(param.dtype))
+        weight = conv.weight
+        weight.data[:count] = weight._be.asarray(filters.astype(weight.dtype))
+        if conv.bias is not None:
+            conv.bias.data[...] = 0

@@ -13,6 +13,7 @@ import numpy
 
 from ..autograd.function import Function
 from ..autograd.grad_mode import is_grad_enabled
+from ..kernels import cuda
 from ..kernels.special import erfc_nonnegative
 
 __all__ = ["BatchNormTrain", "CrossEntropyRows", "NormalCdf"]
@@ -77,10 +78,15 @@ class BatchNormTrain(Function):
         # temporary): dx = scale * g - xhat * (scale * mean(g * xhat)) - scale * mean(g), with
         # scale = invstd * w per channel
         n, xhat, xp = self.count, self.xhat, self.xp
-        letters = "abcdefgh"[:g.ndim]
-        per_channel = f"{letters}->{letters[1]}"
-        g_sum = xp.einsum(per_channel, g).reshape(self.bshape)
-        gx_hat_sum = xp.einsum(f"{letters},{per_channel}", g, xhat).reshape(self.bshape)
+        if self.backend.name == "numpy":
+            letters = "abcdefgh"[:g.ndim]
+            per_channel = f"{letters}->{letters[1]}"
+            g_sum = xp.einsum(per_channel, g).reshape(self.bshape)
+            gx_hat_sum = xp.einsum(f"{letters},{per_channel}", g, xhat).reshape(self.bshape)
+        else:  # CuPy's reductions take the non-channel axes in one kernel; its einsum would
+            # transpose and copy for a matrix product (issue 19, item 7)
+            g_sum = g.sum(axis=tuple(self.axes), keepdims=True)
+            gx_hat_sum = (g * xhat).sum(axis=tuple(self.axes), keepdims=True)
         need = self.needs_input_grad
         gx = None
         if need[0]:
@@ -89,6 +95,14 @@ class BatchNormTrain(Function):
                 scale = scale * self.inputs[1].data.reshape(self.bshape)
             all_g, all_gx_hat = (g_sum, gx_hat_sum) if self.sum_over_ranks is None else \
                 self.sum_over_ranks(g_sum, gx_hat_sum)
+            fused = cuda.for_backend(self.backend)
+            if fused is not None and fused.supports(g, xhat):  # one pass (kernels/cuda.py)
+                gx = self.const(fused.batch_norm_backward(g, xhat, scale, scale * all_gx_hat / n,
+                                                          scale * all_g / n))
+                if not affine:
+                    return (gx,)
+                return (gx, self.const(gx_hat_sum.reshape(-1)) if need[1] else None,
+                        self.const(g_sum.reshape(-1)) if need[2] else None)
             gx = g * scale
             gx -= xhat * (scale * all_gx_hat / n)
             gx -= scale * all_g / n
@@ -130,6 +144,10 @@ class CrossEntropyRows(Function):
             onehot[self.xp.arange(x.shape[0]), self.labels] = 1
             g_rows = g.reshape(-1, 1) if self.reduction == "none" else g
             return ((x.softmax(1) - self.const(onehot)) * (g_rows * self.const(scale.reshape(-1, 1))),)
+        fused = cuda.for_backend(self.backend)
+        if fused is not None and fused.supports(self.probs):  # one pass (kernels/cuda.py)
+            return (self.const(fused.cross_entropy_backward(self.probs, self.labels,
+                                                            (scale * g.data).reshape(-1))),)
         grad = self.probs.copy()  # the softmax stays intact for a retained graph
         grad[self.xp.arange(grad.shape[0]), self.labels] -= 1
         grad *= (scale * g.data).reshape(-1, 1)

@@ -1,7 +1,8 @@
 """Adam and AdamW, like ``torch.optim.Adam`` / ``torch.optim.AdamW``."""
 from __future__ import annotations
 
-from .optimizer import Optimizer
+from ..kernels import cuda
+from .optimizer import Optimizer, param_backend
 
 __all__ = ["Adam", "AdamW"]
 
@@ -66,6 +67,17 @@ class Adam(Optimizer):
             state["step"] += 1
             step = state["step"]
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            fused = cuda.for_backend(param_backend(p))
+            if fused is not None and fused.supports(x, g, exp_avg, exp_avg_sq):  # one kernel
+                vmax = None
+                if amsgrad:
+                    vmax = state.get("max_exp_avg_sq")
+                    if vmax is None:  # amsgrad switched on mid-training
+                        vmax = state["max_exp_avg_sq"] = xp.zeros_like(x)
+                fused.adam_step(x, g, exp_avg, exp_avg_sq, vmax, lr=lr, beta1=beta1, beta2=beta2,
+                                eps=eps, weight_decay=weight_decay, step=step,
+                                decoupled=decoupled, amsgrad=amsgrad, maximize=maximize)
+                continue
 
             d = g  # read-only alias of the caller's gradient unless replaced below
             if weight_decay != 0 and decoupled:

@@ -1,7 +1,8 @@
 """Stochastic gradient descent with optional (Nesterov) momentum, like ``torch.optim.SGD``."""
 from __future__ import annotations
 
-from .optimizer import Optimizer
+from ..kernels import cuda
+from .optimizer import Optimizer, param_backend
 
 __all__ = ["SGD"]
 
@@ -34,6 +35,19 @@ class SGD(Optimizer):
         weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
         for p, g, xp in self._with_grads(group):
             x = p.data
+            fused = cuda.for_backend(param_backend(p))
+            if fused is not None and fused.supports(x, g):  # one kernel (kernels/cuda.py)
+                buf = None
+                first = False
+                if momentum != 0:
+                    state = self._state_of(p)
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        first, buf = True, xp.empty_like(x)
+                        state["momentum_buffer"] = buf
+                fused.sgd_step(x, g, buf, lr, momentum, dampening, weight_decay, nesterov,
+                               maximize, first)
+                continue
             # `work` is the one scratch array of this update; the caller's gradient is never
             # written to, so `d` aliases it only while it is read-only.
             work = None

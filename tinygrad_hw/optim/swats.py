@@ -60,7 +60,7 @@ class SWATS(Optimizer):
     Which groups switched, at which step and with which rate: :meth:`switch_info`; the same
     numbers are in each parameter group (``'phase'``, ``'switch_step'``, ``'sgd_lr'``) and so
     in :meth:`state_dict`. Deciding the switch needs the two dot products on the host: one
-    device-to-host transfer per group and step during the Adam phase.
+    device-to-host transfer per step (for all groups) during the Adam phase.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-9,
@@ -158,7 +158,33 @@ class SWATS(Optimizer):
             pg = pg_p if pg is None else pg + pg_p
             x += work
 
+        if getattr(self, "_pending", None) is not None:  # inside step(): read with the other groups
+            self._pending.append((group, be, pp, pg))
+            return
         pp, pg = (float(v) for v in be.to_numpy(be.xp.stack([pp, pg])))
+        self._decide(group, pp, pg)
+
+    def step(self, closure=None):
+        """One update of every group; the groups still in the Adam phase then read their dot
+        products in one device-to-host transfer (one host synchronisation per step, not one per
+        group) and decide whether to switch, each as it would have alone."""
+        self._pending = []
+        try:
+            loss = super().step(closure)
+            pending = self._pending
+        finally:
+            self._pending = None
+        if pending:
+            be = pending[0][1]
+            host = be.to_numpy(be.xp.stack([v for _, _, pp, pg in pending for v in (pp, pg)])).tolist()
+            for k, (group, _, _, _) in enumerate(pending):
+                self._decide(group, host[2 * k], host[2 * k + 1])
+        return loss
+
+    def _decide(self, group, pp, pg):
+        """The switching rule, given this step's dot products ``p_k . p_k`` and ``p_k . d``."""
+        beta2 = group["betas"][1]
+        lr = group["lr"]
         if pg == 0:
             return  # lambda_k = lambda_{k-1}
         k = group["step"]

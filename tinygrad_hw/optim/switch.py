@@ -108,9 +108,10 @@ class SwitchOnPlateau:
         est = self._est
         est["steps"] += 1
         beta = self.beta
-        totals = []
-        for group in groups:
-            pp = pg = 0.0
+        # every parameter's two dot products stay on the device; one transfer reads them all
+        # (one host synchronisation per step, not one per parameter), summed in the same order
+        owners, dots, be = [], [], None
+        for i, group in enumerate(groups):
             for p in group["params"]:
                 g = grad_array(p)
                 if g is None or p not in self._previous:
@@ -119,11 +120,13 @@ class SwitchOnPlateau:
                 disp = self._previous[p]
                 be.xp.subtract(p.data, disp, out=disp)  # p_k, the step just taken
                 scratch = None if disp.dtype == numpy.float64 else be.xp.empty(disp.shape, numpy.float64)
-                pair = be.to_numpy(be.xp.stack([dot64(be.xp, disp, disp, scratch),
-                                                 dot64(be.xp, disp, g, scratch)]))
-                pp += float(pair[0])
-                pg += float(pair[1])
-            totals.append((pp, pg))
+                dots += [dot64(be.xp, disp, disp, scratch), dot64(be.xp, disp, g, scratch)]
+                owners.append(i)
+        host = be.to_numpy(be.xp.stack(dots)).tolist() if dots else []
+        totals = [[0.0, 0.0] for _ in groups]
+        for k, i in enumerate(owners):
+            totals[i][0] += host[2 * k]
+            totals[i][1] += host[2 * k + 1]
         for i, (pp, pg) in enumerate(totals):
             if pg != 0:
                 est["group_avg"][i] = beta * est["group_avg"][i] + (1 - beta) * (pp / -pg)

@@ -60,9 +60,10 @@ def to_torch(array, requires_grad):
     return t.requires_grad_(requires_grad and t.is_floating_point())
 
 
-def compare_with_torch(hw_fn, torch_fn, arrays, backend="numpy", rtol=None, grad_rtol=None,
+def compare_with_torch(hw_fn, torch_fn, arrays, backend=None, rtol=None, grad_rtol=None,
                        seed=0, check_grad=True, check_dtype=True):
-    """Run ``hw_fn(*tensors)`` and ``torch_fn(*torch_tensors)`` on the same ``arrays`` (NumPy).
+    """Run ``hw_fn(*tensors)`` and ``torch_fn(*torch_tensors)`` on the same ``arrays`` (NumPy;
+    our tensors on ``backend``, default: the default backend).
 
     Floating inputs require grad. Compares the output, its dtype, and, after backpropagating the
     same random upstream gradient through both, every input's gradient. Returns (ours, theirs).
@@ -89,7 +90,7 @@ def compare_with_torch(hw_fn, torch_fn, arrays, backend="numpy", rtol=None, grad
     return out, ref
 
 
-def compare_second_order(hw_fn, torch_fn, arrays, backend="numpy", rtol=1e-9, seed=1):
+def compare_second_order(hw_fn, torch_fn, arrays, backend=None, rtol=1e-9, seed=1):
     """Gradient of <grad(f)(x), v> with respect to x (and v), ours against torch's create_graph."""
     rng = np.random.default_rng(seed)
     xs = [Tensor(a, backend=backend, requires_grad=True) for a in arrays]

@@ -29,7 +29,7 @@ import numpy
 
 from .. import nn, optim
 from ..autograd import no_grad
-from ..backend import manual_seed
+from ..backend import get_backend, manual_seed
 from ..models import copy_weights
 from ..tensor import Tensor
 from .compare import rel_err, torch_module as _torch
@@ -52,12 +52,12 @@ def _host(value):
     return value.detach().cpu().numpy()
 
 
-def twins(build, dtype: str = "float64", seed: int = 1234):
-    """``(ours, theirs)``: ``build(tinygrad_hw.nn)`` initialised from ``seed`` and
+def twins(build, dtype: str = "float64", seed: int = 1234, backend: str | None = None):
+    """``(ours, theirs)``: ``build(tinygrad_hw.nn)`` initialised from ``seed`` on ``backend`` and
     ``build(torch.nn)`` with the same weights, both in ``dtype``, training mode, dropout off."""
     torch = _torch()
     manual_seed(seed)
-    ours = build(nn).to("numpy", dtype)
+    ours = build(nn).to(backend or get_backend().name, dtype)
     theirs = build(torch.nn).to(getattr(torch, dtype))
     copy_weights(ours, theirs)
     return disable_dropout(ours), disable_dropout(theirs)
@@ -133,9 +133,10 @@ def _loss_and_grads(model, x, y, label_smoothing):
                                                  label_smoothing=label_smoothing)
     else:
         model.zero_grad()
-        dtype = next(iter(model.parameters())).dtype
-        out = _forward(model, Tensor(x.astype(dtype)), record)
-        loss = nn.functional.cross_entropy(out, Tensor(y), label_smoothing=label_smoothing)
+        first = next(iter(model.parameters()))
+        dtype, be = first.dtype, first.backend  # the batch goes where the model is
+        out = _forward(model, Tensor(x.astype(dtype), backend=be), record)
+        loss = nn.functional.cross_entropy(out, Tensor(y, backend=be), label_smoothing=label_smoothing)
     loss.backward()
     grads = {name: _host(p.grad) for name, p in model.named_parameters()}
     return float(loss.item()), grads, record
@@ -195,7 +196,8 @@ def worst_error(result: dict) -> float:
     return max([result["loss"]] + list(result["grads"].values()))
 
 
-def agreeing_batch(build, images, labels, batch: int, label_smoothing: float = 0.0):
+def agreeing_batch(build, images, labels, batch: int, label_smoothing: float = 0.0,
+                   backend: str | None = None):
     """float32 gradients of ``build``'s network on the first ``batch`` consecutive images (from
     offset 0, then ``batch``, ...) where tinygrad_hw's float32 pass, PyTorch's float32 pass and
     the float64 pass make the same choice in every max-pooling window and ReLU (see the module
@@ -203,7 +205,7 @@ def agreeing_batch(build, images, labels, batch: int, label_smoothing: float = 0
     tried = 0
     for offset in range(0, len(labels) - batch + 1, batch):
         tried += 1
-        ours, theirs = twins(build, "float32")
+        ours, theirs = twins(build, "float32", backend=backend)
         result = compare_gradients(ours, theirs, images[offset:offset + batch],
                                    labels[offset:offset + batch], label_smoothing)
         if result["routes_agree"]:
@@ -212,19 +214,21 @@ def agreeing_batch(build, images, labels, batch: int, label_smoothing: float = 0
 
 
 def check_networks(builds: dict, images, labels, batch: int = 16, label_smoothing: float = 0.0,
-                   log=print) -> dict:
+                   log=print, backend: str | None = None) -> dict:
     """For every ``name: build`` of ``builds``, in float64 and float32, the loss and every
     parameter gradient of tinygrad_hw against PyTorch, one line per parameter through ``log``.
 
     float64 compares with PyTorch's float64 result on the first ``batch`` images (limit 1e-9).
     float32 compares ours, and PyTorch's float32 result beside it, with the float64 result of
     the same network on the first batch where all three route max-pooling and ReLU the same way
-    (:func:`agreeing_batch`; limit 1e-4). Returns ``{'name/dtype': comparison, 'ok': bool}``."""
+    (:func:`agreeing_batch`; limit 1e-4). Our networks run on ``backend`` (the GPU's kernels
+    are checked with ``'cupy'``; default: the default backend). Returns ``{'name/dtype': comparison, 'ok': bool}``."""
     results, ok = {}, True
+    backend = backend or get_backend().name
     for name, build in builds.items():
         for dtype, limit in LIMITS.items():
             if dtype == "float32":
-                r, offset = agreeing_batch(build, images, labels, batch, label_smoothing)
+                r, offset = agreeing_batch(build, images, labels, batch, label_smoothing, backend)
                 if r is None:
                     log(f"{name} net, float32: none of the {offset} batches of {batch} images "
                         "routes max-pooling and ReLU the same way in float32 (either library) "
@@ -234,7 +238,7 @@ def check_networks(builds: dict, images, labels, batch: int = 16, label_smoothin
                 where = f"images {offset}-{offset + batch - 1} of the"
                 against = "the float64 result of the same network"
             else:
-                r = compare_gradients(*twins(build, dtype), images[:batch], labels[:batch],
+                r = compare_gradients(*twins(build, dtype, backend=backend), images[:batch], labels[:batch],
                                       label_smoothing)
                 where, against = f"the first {batch}", "PyTorch float64"
             results[f"{name}/{dtype}"] = r
@@ -244,7 +248,7 @@ def check_networks(builds: dict, images, labels, batch: int = 16, label_smoothin
             if r["torch_grads"] is not None:
                 torch_worst = max([r["torch_loss"]] + list(r["torch_grads"].values()))
                 torch_note = f" (PyTorch float32: {torch_worst:.2e})"
-            log(f"{name} net, {dtype}, {where} test images, against {against}: loss "
+            log(f"{name} net on {backend}, {dtype}, {where} test images, against {against}: loss "
                 f"{r['loss_value']:.6f}, relative error of the loss {r['loss']:.2e}; worst over "
                 f"parameters {worst:.2e}{torch_note} ({'ok' if worst < limit else 'TOO LARGE'}, "
                 f"limit {limit:g})")

@@ -27,20 +27,15 @@ __all__ = ["random_state", "set_random_state", "save_checkpoint", "load_checkpoi
 
 
 def random_state(backend_name: str) -> dict:
-    """The host generator's state and, where the backend can export it, the backend's."""
-    state = {"host": host_rng().bit_generator.state}
-    be = get_backend(backend_name)
-    if be.name == "numpy":
-        state["backend"] = be.rng.bit_generator.state
-    return state
+    """The host generator's state and the backend's (on CuPy: its seed and number of draws)."""
+    return {"host": host_rng().bit_generator.state, "backend": get_backend(backend_name).rng_state()}
 
 
 def set_random_state(state: dict, backend_name: str) -> None:
     """Restore what :func:`random_state` returned."""
     host_rng().bit_generator.state = state["host"]
-    be = get_backend(backend_name)
-    if be.name == "numpy" and "backend" in state:
-        be.rng.bit_generator.state = state["backend"]
+    if state.get("backend") is not None:  # None: a checkpoint of an earlier CuPy version
+        get_backend(backend_name).set_rng_state(state["backend"])
 
 
 def unwrap(model):

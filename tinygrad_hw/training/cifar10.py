@@ -20,7 +20,7 @@ import numpy
 
 from .. import distributed as dist
 from .. import models, optim
-from ..backend import manual_seed
+from ..backend import get_backend, manual_seed
 from ..data import CIFAR10_MEAN, CIFAR10_STD, DataLoader, DistributedSampler, derived_seed
 from ..data import transforms as T
 
@@ -58,7 +58,7 @@ class Config:
     test_limit: int | None = None
     dtype: str = "float32"
     eval_batch_size: int = 500
-    backend: str = "numpy"
+    backend: str = dataclasses.field(default_factory=lambda: get_backend().name)  # the default backend
 
     def model_kwargs(self) -> dict:
         return models.size_kwargs(self.model, self.widths, self.stem)

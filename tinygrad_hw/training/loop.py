@@ -67,9 +67,16 @@ def diagnose_nonfinite(model, loss_fn, x, y, step_desc: str) -> str:
     return "\n".join(lines)
 
 
+def _default_sync_every(model) -> int:
+    """1 on the CPU (reading a number costs nothing there); on a GPU the host reads the losses
+    every 20 steps, so that it never waits for the device inside a step."""
+    first = next(iter(model.parameters()), None)
+    return 1 if first is None or first.backend == "numpy" else 20
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, *, epoch: int = 1,
                     progress: bool = True, log_every: int = 0, trace_every: int = 0,
-                    desc: str | None = None, log=print):
+                    desc: str | None = None, log=print, sync_every: int | None = None):
     """One pass over ``loader``: forward, loss, backward, optimizer step and (per batch)
     ``scheduler.step()`` when a scheduler is given.
 
@@ -82,33 +89,49 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, *, epoch: int 
     Raises :class:`NonFiniteLossError` when the loss becomes NaN/Inf. For a data-parallel model
     the returned loss, accuracy, images and rate are those of all ranks together (the progress
     bar and the trace are this rank's).
+
+    ``sync_every`` (default: 1 on NumPy, 20 on a GPU backend): how many steps' losses and
+    correct counts stay on the device before the host reads them, all at once (one host
+    synchronisation, and the progress bar then advances). With 1 the loss is checked before
+    ``backward()``, so a non-finite batch is never applied; with more, a non-finite loss is
+    found up to that many steps late (the error names its batch; the parameters may then
+    already be non-finite, which the message says).
     """
+    if sync_every is None:
+        sync_every = _default_sync_every(model)
+    sync_every = max(1, int(sync_every))
     model.train()
     total = len(loader)
     bar = Progress(total, desc or f"epoch {epoch}", progress, log)
     loss_sum = correct = seen = steps = 0
     running, window, window_steps = 0.0, 0.0, 0
     trace = []
+    # (loss, correct count, x, y) of the steps the host has not read yet (the batches kept for a
+    # diagnosis: at most sync_every of them)
+    pending = []
     start = time.perf_counter()
-    try:
-        for x, y in loader:
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            value = loss.item()
+
+    def read_pending(applied):
+        """Read the pending steps' numbers in one transfer; update the sums, log, trace, bar."""
+        nonlocal loss_sum, correct, seen, steps, running, window, window_steps
+        be = pending[0][0]._be
+        xp = be.xp
+        host = be.to_numpy(xp.concatenate([xp.stack([p[0].data for p in pending]).astype(xp.float64),
+                                           xp.stack([p[1] for p in pending]).astype(xp.float64)]))
+        values, counts = host[:len(pending)].tolist(), host[len(pending):].tolist()
+        for value, count, (_, _, x, y) in zip(values, counts, pending):
+            n = y.shape[0]
             if not math.isfinite(value):
                 optimizer.zero_grad()
-                raise NonFiniteLossError(diagnose_nonfinite(
-                    model, loss_fn, x, y, f"epoch {epoch}, batch {steps + 1} of {total}"))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            n = y.shape[0]
+                where = f"epoch {epoch}, batch {steps + 1} of {total}"
+                if applied:
+                    where += (f" (found after the update: the host reads the loss every "
+                              f"{sync_every} steps)")
+                raise NonFiniteLossError(diagnose_nonfinite(model, loss_fn, x, y, where))
             steps += 1
             seen += n
             loss_sum += value * n
-            correct += int((logits.data.argmax(1) == y.data).sum())
+            correct += int(count)
             running += value
             window += value
             window_steps += 1
@@ -118,9 +141,28 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, *, epoch: int 
             if trace_every and window_steps == trace_every:
                 trace.append((steps, window / window_steps))
                 window, window_steps = 0.0, 0
-            elapsed = time.perf_counter() - start
-            bar.update(1, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
-                       img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+        elapsed = time.perf_counter() - start
+        bar.update(len(pending), loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
+                   img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+        pending.clear()
+
+    try:
+        for x, y in loader:
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            # the correct count stays on the device: no host synchronisation inside the step
+            pending.append((loss.detach(), (logits.data.argmax(1) == y.data).sum(), x, y))
+            if sync_every == 1:  # checked before the update, as PyTorch's loops do with .item()
+                read_pending(applied=False)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if len(pending) >= sync_every:
+                read_pending(applied=True)
+        if pending:
+            read_pending(applied=True)
     finally:
         bar.close()
     if window_steps:
@@ -136,7 +178,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, *, epoch: int 
 
 def _flip(x):
     """The batch mirrored left to right."""
-    return Tensor(x._be.xp.ascontiguousarray(x.data[..., ::-1]))
+    return Tensor(x._be.xp.ascontiguousarray(x.data[..., ::-1]), backend=x._be)
 
 
 def evaluate(model, loader, *, tta: bool = False, num_classes: int = 10, progress: bool = False):

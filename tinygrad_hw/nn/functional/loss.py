@@ -1,6 +1,7 @@
 """Losses: cross-entropy, negative log-likelihood, squared and absolute error, binary cross-entropy."""
 from __future__ import annotations
 
+from ...autograd.grad_mode import is_anomaly_enabled
 from ...ops.nn import CrossEntropyRows
 from ...tensor import Tensor
 from ..validation import check_float, check_reduction, legacy_reduction
@@ -51,16 +52,37 @@ def _class_weight(name, weight, input, channels):
 
 
 def _check_labels(name, target, channels, ignore_index):
-    """Integer labels in [0, channels) (or == ignore_index); ValueError naming the first bad one."""
+    """Integer labels in [0, channels) (or == ignore_index); ValueError naming the first bad one.
+
+    Deviation on a GPU backend: reading the check's result would make the host wait for the
+    device in every step, so there (outside ``detect_anomaly()``) it returns the device flag
+    'some label is out of range' instead, and :func:`_poisoned` makes the loss NaN with it through the row weights
+    (PyTorch's CUDA kernels stop with a device-side assert)."""
     if target.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integer class labels (or float class probabilities of "
                         f"the input's shape), got a target of dtype {target.dtype}")
     labels = target.data
     bad = ((labels < 0) | (labels >= channels)) & (labels != ignore_index)
+    if target._be.name != "numpy" and not is_anomaly_enabled():
+        return bad.any() if labels.size else None
     if labels.size and bool(bad.any()):
         first = int(labels[bad].reshape(-1)[0])
         raise ValueError(f"{name}: label {first} is out of range for {channels} classes "
                          f"(labels must be in [0, {channels - 1}] or ignore_index={ignore_index})")
+
+
+def _poisoned(xp, row_weight, bad):
+    """The row weights (an array), all NaN where the device flag ``bad`` (from
+    :func:`_check_labels`) is set: the loss and its gradient become NaN, with no host wait."""
+    if bad is None:
+        return row_weight
+    return row_weight + xp.where(bad, xp.nan, 0.0).astype(row_weight.dtype)
+
+
+def _in_range(xp, safe, channels, bad):
+    """Labels with the unchecked out-of-range ones (see :func:`_check_labels`) read as 0, so that
+    no kernel indexes outside the row."""
+    return safe if bad is None else xp.where((safe >= 0) & (safe < channels), safe, 0)
 
 
 def _classes_last(input, target, name):
@@ -85,19 +107,20 @@ def _classes_last(input, target, name):
     return rows, target.reshape(-1), expected
 
 
-def _nll_rows(rows, labels, weight, ignore_index):
+def _nll_rows(rows, labels, weight, ignore_index, bad=None):
     """Per-row negative log-likelihood terms (0 for ignored rows), the row weights and their sum
     (a 0-d constant: the 'mean' denominator, PyTorch's sum of target weights)."""
     be = rows._be
     xp = be.xp
     lab = labels.data
     valid = lab != ignore_index
-    safe = xp.where(valid, lab, 0)
+    safe = _in_range(xp, xp.where(valid, lab, 0), rows.shape[1], bad)
     picked = rows[xp.arange(rows.shape[0]), safe]
     if weight is None:
         row_w = valid.astype(rows.dtype)
     else:
         row_w = weight.data[safe] * valid
+    row_w = _poisoned(xp, row_w, bad)
     row_w_t = rows._const(row_w)
     return -(picked * row_w_t), row_w_t, rows._const(row_w.sum())
 
@@ -114,9 +137,9 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     target = _as_tensor(target, input, name, "target")
     channels = input.shape[0] if input.ndim == 1 else input.shape[1]
     weight = _class_weight(name, weight, input, channels)
-    _check_labels(name, target, channels, ignore_index)
+    bad = _check_labels(name, target, channels, ignore_index)
     rows, labels, sample_shape = _classes_last(input, target, name)
-    losses, _, total = _nll_rows(rows, labels, weight, ignore_index)
+    losses, _, total = _nll_rows(rows, labels, weight, ignore_index, bad)
     if reduction == "none":
         return losses.reshape(sample_shape)
     if reduction == "sum":
@@ -124,16 +147,17 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     return losses.sum() / total
 
 
-def _cross_entropy_rows(input, target, weight, ignore_index, reduction):
+def _cross_entropy_rows(input, target, weight, ignore_index, reduction, bad=None):
     """``cross_entropy`` of (N, C) logits and (N,) integer labels, without label smoothing."""
     xp = input._be.xp
     labels = target.data
     valid = labels != ignore_index
-    safe = xp.where(valid, labels, 0)
+    safe = _in_range(xp, xp.where(valid, labels, 0), input.shape[1], bad)
     if weight is None:
         row_weight = valid.astype(input.dtype)
     else:
         row_weight = (weight.data[safe] * valid).astype(input.dtype)
+    row_weight = _poisoned(xp, row_weight, bad)
     return CrossEntropyRows.apply(input, labels=safe, row_weight=row_weight,
                                    total=row_weight.sum(keepdims=True).reshape(()), reduction=reduction)
 
@@ -159,8 +183,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     weight = _class_weight(name, weight, input, channels)
     if (target.dtype.kind in "iu" and input.ndim == 2 and target.shape == input.shape[:1] and label_smoothing == 0
             and (weight is None or not weight.requires_grad)):
-        _check_labels(name, target, channels, ignore_index)
-        return _cross_entropy_rows(input, target, weight, ignore_index, reduction)
+        bad = _check_labels(name, target, channels, ignore_index)
+        return _cross_entropy_rows(input, target, weight, ignore_index, reduction, bad)
     logp = input.log_softmax(class_axis)
     wshape = [1] * input.ndim
     wshape[class_axis] = channels
@@ -176,9 +200,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         if reduction == "mean":
             return losses.sum() / (input.numel() // channels if input.ndim > 1 else 1)
         return _reduce(losses, reduction)
-    _check_labels(name, target, channels, ignore_index)
+    bad = _check_labels(name, target, channels, ignore_index)
     rows, labels, sample_shape = _classes_last(logp, target, name)
-    nll, _, total = _nll_rows(rows, labels, weight, ignore_index)
+    nll, _, total = _nll_rows(rows, labels, weight, ignore_index, bad)
     if label_smoothing > 0:
         valid = rows._const((labels.data != ignore_index).astype(rows.dtype))
         per_class = rows if weight is None else rows * weight.reshape(1, channels)
@@ -225,8 +249,9 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     name = "binary_cross_entropy"
     target, reduction = _pointwise_args(name, input, target, size_average, reduce, reduction)
     x = input.data
-    if x.size and bool(((x < 0) | (x > 1)).any()):
-        raise ValueError(f"{name}: all elements of input should be between 0 and 1")
+    if input._be.name == "numpy" or is_anomaly_enabled():  # on a GPU: no host wait every call
+        if x.size and bool(((x < 0) | (x > 1)).any()):
+            raise ValueError(f"{name}: all elements of input should be between 0 and 1")
     log_x = input.log().clamp(min=-100.0)
     log_1mx = (1 - input).log().clamp(min=-100.0)
     loss = -(target * log_x + (1 - target) * log_1mx)
