@@ -216,3 +216,34 @@ def test_cross_entropy_rows_second_order_and_retained_graph(backend, reduction, 
     first = x.grad.numpy().copy()
     loss.backward()
     np.testing.assert_allclose(x.grad.numpy(), 2 * first, rtol=1e-12)
+
+
+def test_bce_of_a_saturated_sigmoid_has_torch_finite_gradient(backend):
+    # sigmoid(20) is exactly 1.0 in float32: PyTorch clamps each log at -100 and its gradient is
+    # (x - y) / max(x (1 - x), 1e-12), so one SGD step keeps the weights finite
+    z = np.array([20.0, -20.0, 0.3, 20.0, -20.0], dtype=np.float32)
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0], dtype=np.float32)
+    for reduction in ("none", "mean", "sum"):
+        compare_with_torch(lambda t: hw.nn.BCELoss(reduction=reduction)(t.sigmoid(), hw.Tensor(y, backend=backend)),
+                           lambda t: torch.nn.BCELoss(reduction=reduction)(t.sigmoid(), torch.from_numpy(y)),
+                           [z], backend, rtol=1e-6)
+    # the target's gradient too (log(1 - x) - log(x), unclamped, as in PyTorch)
+    x = np.array([0.2, 0.5, 0.9], dtype=np.float64)
+    compare_with_torch(lambda a, b: hw.nn.functional.binary_cross_entropy(a, b, weight=hw.Tensor([1.0, 2.0, 3.0], dtype="float64")),
+                       lambda a, b: torch.nn.functional.binary_cross_entropy(a, b, weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)),
+                       [x, np.array([0.0, 0.3, 1.0])], backend)
+    layer = hw.nn.Linear(1, 1)
+    layer.weight.data[...] = 20.0
+    layer.bias.data[...] = 0.0
+    opt = hw.optim.SGD(layer.parameters(), lr=0.1)
+    hw.nn.BCELoss()(layer(hw.ones(4, 1)).sigmoid(), hw.zeros(4, 1)).backward()
+    opt.step()
+    assert np.isfinite(layer.weight.numpy()).all() and np.isfinite(layer.bias.numpy()).all()
+
+
+def test_bce_second_order_matches_torch(backend):
+    x = np.array([0.2, 0.5, 0.9])
+    y = np.array([0.0, 0.3, 1.0])
+    compare_second_order(lambda t: hw.nn.functional.binary_cross_entropy(t, hw.Tensor(y, backend=backend), reduction="none"),
+                         lambda t: torch.nn.functional.binary_cross_entropy(t, torch.from_numpy(y), reduction="none"),
+                         [x], backend)

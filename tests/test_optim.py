@@ -384,3 +384,24 @@ def test_state_moves_with_parameters_between_backends():
     gpu_opt.load_state_dict(checkpoint(cpu_opt.state_dict()))
     assert all(gpu.is_array(v) for s in gpu_opt.state.values() for v in s.values()
                if hasattr(v, "shape"))
+
+
+def test_load_state_dict_refuses_a_state_that_does_not_fit():
+    model = hw.nn.Linear(3, 2)
+    adam = optim.Adam(model.parameters(), lr=1e-3)
+    model(hw.randn(4, 3)).sum().backward()
+    adam.step()
+    sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = sgd.state_dict()
+    with pytest.raises(ValueError, match="not from a SGD"):
+        sgd.load_state_dict(adam.state_dict())  # PyTorch accepts it and fails at step()
+    assert sgd.state_dict()["param_groups"] == before["param_groups"]  # nothing changed
+    with pytest.raises(ValueError, match="not from a Adam"):
+        optim.Adam(model.parameters()).load_state_dict(optim.SGD(model.parameters(), lr=0.1).state_dict())
+    other = hw.nn.Linear(5, 2)  # same number of parameters, other shapes
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*shape \(2, 5\)"):
+        optim.Adam(other.parameters()).load_state_dict(adam.state_dict())
+    # a state that fits still loads and steps
+    again = optim.Adam(model.parameters(), lr=1e-3)
+    again.load_state_dict(adam.state_dict())
+    again.step()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..autograd.function import Function
 
-__all__ = ["Sum", "Max", "Min", "Softmax", "LogSoftmax"]
+__all__ = ["Sum", "Max", "Min", "Softmax", "LogSoftmax", "Cumsum", "Norm2"]
 
 
 def _kept_shape(shape, axis):
@@ -65,3 +65,32 @@ class LogSoftmax(Function):
     def backward(self, g):
         y = self.output()
         return (g - y.exp() * g.sum(axis=self.axis, keepdims=True),)
+
+
+# -- added for the PyTorch idioms (cumsum, the 2-norm) ----------------------------------------------
+class Cumsum(Function):
+    """Running sum along ``axis`` (an int); its adjoint is the running sum from the other end."""
+
+    def forward(self, a):
+        return self.xp.cumsum(a, axis=self.axis)
+
+    def backward(self, g):
+        return (g.flip(self.axis).cumsum(self.axis).flip(self.axis),)
+
+
+class Norm2(Function):
+    """The Euclidean norm over ``axis`` (tuple of ints). Like PyTorch, the gradient at a zero
+    vector is 0 (the subgradient), not the 0/0 of the chain rule."""
+
+    def forward(self, a):
+        out = self.xp.sqrt((a * a).sum(axis=self.axis, keepdims=True))
+        self.zero = out == 0
+        return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
+
+    def backward(self, g):
+        a = self.inputs[0]
+        kept = _kept_shape(a.shape, self.axis)
+        norm = self.output().reshape(kept)
+        safe = norm.where(self.const(~self.zero), 1.0)
+        scale = (g.reshape(kept) / safe).where(self.const(~self.zero), 0.0)
+        return (a * scale,)

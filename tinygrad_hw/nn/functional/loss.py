@@ -1,7 +1,7 @@
 """Losses: cross-entropy, negative log-likelihood, squared and absolute error, binary cross-entropy."""
 from __future__ import annotations
 
-from ...ops.nn import CrossEntropyRows
+from ...ops.nn import BinaryCrossEntropy, CrossEntropyRows
 from ...tensor import Tensor
 from ..validation import check_float, check_reduction, legacy_reduction
 
@@ -227,9 +227,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     x = input.data
     if x.size and bool(((x < 0) | (x > 1)).any()):
         raise ValueError(f"{name}: all elements of input should be between 0 and 1")
-    log_x = input.log().clamp(min=-100.0)
-    log_1mx = (1 - input).log().clamp(min=-100.0)
-    loss = -(target * log_x + (1 - target) * log_1mx)
+    loss = BinaryCrossEntropy.apply(input, target)  # PyTorch's clamped logs and gradient
     if weight is not None:
         loss = loss * _float_like(weight, input, name, "weight")
     return _reduce(loss, reduction)
