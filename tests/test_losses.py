@@ -247,3 +247,19 @@ def test_bce_second_order_matches_torch(backend):
     compare_second_order(lambda t: hw.nn.functional.binary_cross_entropy(t, hw.Tensor(y, backend=backend), reduction="none"),
                          lambda t: torch.nn.functional.binary_cross_entropy(t, torch.from_numpy(y), reduction="none"),
                          [x], backend)
+
+
+def test_cross_entropy_float_labels_say_labels_must_be_integers():
+    logits = hw.randn(4, 10)
+    for loss in (lambda t: hw.nn.CrossEntropyLoss()(logits, t), lambda t: F.cross_entropy(logits, t)):
+        with pytest.raises(TypeError, match="class labels must be integers"):
+            loss(hw.Tensor([1.0, 2.0, 3.0, 0.0]))
+    with pytest.raises(TypeError, match="integer class labels"):
+        F.nll_loss(logits.log_softmax(1), hw.Tensor([1.0, 2.0, 3.0, 0.0]))
+    # probability targets of the input's shape are PyTorch's other form and work
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=4).astype(np.float32)
+    ours = F.cross_entropy(logits, hw.Tensor(probs))
+    theirs = torch.nn.functional.cross_entropy(torch.from_numpy(logits.numpy()), torch.from_numpy(probs))
+    np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-5)
+    with pytest.raises(ValueError, match="differs from input shape"):
+        F.cross_entropy(logits, hw.Tensor(probs[:, :5]))

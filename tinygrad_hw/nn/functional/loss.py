@@ -165,6 +165,11 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     wshape = [1] * input.ndim
     wshape[class_axis] = channels
     if target.dtype.kind == "f":  # class probabilities
+        label_shape = input.shape[:class_axis] + input.shape[class_axis + 1:]
+        if target.shape != input.shape and target.shape == label_shape:
+            raise TypeError(f"{name}: class labels must be integers: the target of shape {target.shape} "
+                            f"has dtype {target.dtype} (use target.long()); a float target holds class "
+                            f"probabilities and has the input's shape {input.shape}")
         _same_shape(name, input, target)
         target = target.astype(input.dtype)
         if label_smoothing > 0:
