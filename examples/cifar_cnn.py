@@ -2,7 +2,7 @@
 
     python examples/cifar_cnn.py                      # --preset fast: the CPU recipe (~16 min, 2 cores)
     python examples/cifar_cnn.py --preset baseline    # the original exercise's net and recipe (~3 min)
-    python examples/cifar_cnn.py --limit 500 --epochs 2 --out runs/quick   # a quick check
+    python examples/cifar_cnn.py --limit 500 --epochs 2 --out runs/quick   # a quick check (~20 s)
     python examples/cifar_cnn.py --resume --out runs/cifar_fast            # continue a run
     python examples/cifar_cnn.py --check-gradients    # loss and gradients against PyTorch
     mpiexec -n 2 python examples/cifar_cnn.py --batch-size 128   # data-parallel on 2 processes
@@ -168,8 +168,11 @@ def config_from_args(args) -> recipe.Config:
         "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
         "label_smoothing", "widths", "augment", "crop_padding", "tta", "log_every", "whiten", "stem")
         if getattr(args, key) is not None}
-    return recipe.preset(args.preset, seed=args.seed, limit=args.limit, test_limit=args.test_limit,
-                         dtype=args.dtype, backend=args.backend, **given)
+    cfg = recipe.preset(args.preset, seed=args.seed, limit=args.limit, test_limit=args.test_limit,
+                        dtype=args.dtype, backend=args.backend, **given)
+    if args.batch_size is None and cfg.limit is not None:  # a tiny run takes smaller batches
+        cfg.batch_size = recipe.batch_size_for(cfg.batch_size, cfg.limit)
+    return cfg
 
 
 def quiet(*args):
