@@ -378,3 +378,85 @@ def test_parameters_to_vector_round_trip_like_torch():
     np.testing.assert_allclose(nn.utils.parameters_to_vector(model.parameters()).numpy(), vec.numpy() * 2)
     with pytest.raises(ValueError, match="elements"):
         nn.utils.vector_to_parameters(vec[:3], model.parameters())
+
+
+# -- more of what PyTorch code calls ---------------------------------------------------------
+MORE = {
+    # name: (ours, torch's, inputs)
+    "view_as": (lambda a: a.view_as(Tensor(np.zeros((4, 3)))), lambda a: a.view_as(torch.zeros(4, 3)), [(3, 4)]),
+    "reshape_as": (lambda a: a.reshape_as(Tensor(np.zeros((3, 4)))), lambda a: a.reshape_as(torch.zeros(3, 4)), [(2, 6)]),
+    "unflatten": (lambda a: a.unflatten(1, (2, 3)), lambda a: a.unflatten(1, (2, 3)), [(4, 6)]),
+    "t": (lambda a: hw.t(a), lambda a: torch.t(a), [(3, 5)]),
+    "add_alpha": (lambda a, b: a.add(b, alpha=2.5), lambda a, b: a.add(b, alpha=2.5), [(3, 4), (4,)]),
+    "sub_alpha": (lambda a, b: a.sub(b, alpha=-0.5), lambda a, b: a.sub(b, alpha=-0.5), [(3, 4), (3, 4)]),
+    "clamp_min": (lambda a: a.clamp_min(0.1), lambda a: a.clamp_min(0.1), [(3, 4)]),
+    "clamp_max": (lambda a: a.clamp_max(-0.2), lambda a: a.clamp_max(-0.2), [(3, 4)]),
+    "log2": (lambda a: (a.abs() + 0.5).log2(), lambda a: (a.abs() + 0.5).log2(), [(3, 4)]),
+    "log10": (lambda a: hw.log10(a.abs() + 0.5), lambda a: torch.log10(a.abs() + 0.5), [(3, 4)]),
+    "exp2": (lambda a: a.exp2(), lambda a: a.exp2(), [(3, 4)]),
+    "mm": (lambda a, b: hw.mm(a, b), lambda a, b: torch.mm(a, b), [(3, 4), (4, 2)]),
+    "bmm": (lambda a, b: a.bmm(b), lambda a, b: a.bmm(b), [(2, 3, 4), (2, 4, 5)]),
+    "outer": (lambda a, b: hw.outer(a, b), lambda a, b: torch.outer(a, b), [(3,), (4,)]),
+    "tril": (lambda a: a.tril(), lambda a: a.tril(), [(2, 4, 5)]),
+    "triu": (lambda a: hw.triu(a, 1), lambda a: torch.triu(a, 1), [(4, 3)]),
+    "tril_neg": (lambda a: hw.tril(a, -1), lambda a: torch.tril(a, -1), [(4, 4)]),
+    "index_select": (lambda a: a.index_select(1, Tensor([3, 0, 0])), lambda a: a.index_select(1, torch.tensor([3, 0, 0])), [(3, 4)]),
+    "masked_select": (lambda a: a.masked_select(a > 0), lambda a: a.masked_select(a > 0), [(3, 4)]),
+    "repeat_interleave": (lambda a: a.repeat_interleave(3, 1), lambda a: a.repeat_interleave(3, 1), [(2, 3)]),
+    "repeat_interleave_flat": (lambda a: hw.repeat_interleave(a, 2), lambda a: torch.repeat_interleave(a, 2), [(2, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE))
+def test_more_pytorch_methods_match_torch(name):
+    ours, theirs, shapes = MORE[name]
+    rng = np.random.default_rng(len(name))
+    arrays = [rng.standard_normal(s) for s in shapes]
+    compare_with_torch(ours, theirs, arrays)
+
+
+def test_predicates_and_logic_match_torch():
+    x = np.array([[1.0, np.nan, -np.inf], [0.0, 2.0, np.inf]])
+    t, tt = Tensor(x), torch.from_numpy(x)
+    for fn in ("isnan", "isinf", "isfinite", "logical_not", "nonzero", "count_nonzero"):
+        np.testing.assert_array_equal(getattr(t, fn)().numpy(), getattr(tt, fn)().numpy(), err_msg=fn)
+    np.testing.assert_array_equal(hw.logical_and(t > 0, t < 3).numpy(), torch.logical_and(tt > 0, tt < 3).numpy())
+    np.testing.assert_array_equal((t > 0).logical_or(t < 0).numpy(), (tt > 0).logical_or(tt < 0).numpy())
+    assert hw.nonzero(Tensor([0, 3, 0, 4])).tolist() == torch.nonzero(torch.tensor([0, 3, 0, 4])).tolist()
+    y = np.array([1.0, 2.0, 3.0])
+    assert hw.allclose(Tensor(y), Tensor(y + 1e-9)) == torch.allclose(torch.from_numpy(y), torch.from_numpy(y + 1e-9))
+    assert Tensor(y).allclose(Tensor(y + 1e-3)) == torch.from_numpy(y).allclose(torch.from_numpy(y + 1e-3))
+    assert hw.equal(Tensor(y), Tensor(y)) and not hw.equal(Tensor(y), Tensor(y[:2]))
+    t = Tensor(np.zeros((2, 3), np.float32))
+    assert (t.nelement(), t.ndimension(), t.element_size(), t.is_contiguous()) == (6, 2, 4, True)
+    for bad in (lambda: Tensor(np.zeros((2, 2, 2))).t(), lambda: hw.mm(Tensor(np.zeros(3)), Tensor(np.zeros((3, 2)))),
+                lambda: hw.bmm(Tensor(np.zeros((2, 3, 4))), Tensor(np.zeros((3, 4, 5))))):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_factories_take_devices_and_match_torch():
+    assert hw.zeros(2, 3, device="cpu").shape == (2, 3) and hw.ones(2, device=hw.device("cpu")).backend == "numpy"
+    assert hw.tensor([1.0], device="cpu").dtype == np.float32 and hw.randn(2, device="cpu").shape == (2,)
+    with pytest.raises(TypeError, match="not both"):
+        hw.zeros(2, device="cpu", backend="numpy")
+    x = hw.randn(3, 2, dtype=hw.float64)
+    for ours, theirs in [(hw.full_like(x, 7), torch.full_like(torch.zeros(3, 2, dtype=torch.float64), 7)),
+                         (hw.linspace(0, 1, 5), torch.linspace(0, 1, 5)), (hw.eye(3), torch.eye(3)),
+                         (hw.eye(2, 3), torch.eye(2, 3)), (hw.empty(2, 3), torch.zeros(2, 3)),
+                         (hw.arange(5, dtype=hw.float32), torch.arange(5, dtype=torch.float32))]:
+        assert ours.dtype == np.dtype(str(theirs.dtype).replace("torch.", ""))
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-7)
+    assert hw.randn_like(x).shape == (3, 2) and hw.rand_like(x).dtype == np.float64
+    hw.manual_seed(0)
+    ints = hw.randint(2, 5, (1000,))
+    assert ints.dtype == np.int64 and set(ints.tolist()) == {2, 3, 4}
+    assert hw.randint(3, (4,)).shape == (4,)
+    perm = hw.randperm(10)
+    assert sorted(perm.tolist()) == list(range(10)) and perm.dtype == np.int64
+    a = np.arange(3.0)
+    shared = hw.from_numpy(a)
+    a[0] = 5.0
+    assert shared.tolist() == [5.0, 1.0, 2.0]  # shares memory, like torch.from_numpy
+    assert hw.as_tensor(shared) is shared and hw.as_tensor([1, 2]).dtype == np.int64
+    assert hw.arange(3.0, requires_grad=True).requires_grad

@@ -12,6 +12,8 @@ from .dtypes import get_default_dtype, set_default_dtype
 from .autograd import AnomalyError, detect_anomaly, enable_grad, grad, is_grad_enabled, no_grad
 from .tensor import Tensor, cat, stack, where
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
+from .creation import (as_tensor, empty, empty_like, eye, from_numpy, full_like, linspace, rand_like,
+                       randint, randn_like, randperm)
 from .device import device
 from .dtypes import (double, float16, float32, float64, half, int8, int16, int32, int64, long, short,
                      uint8)

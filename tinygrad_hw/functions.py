@@ -11,7 +11,10 @@ __all__ = ["max", "min", "amax", "amin", "argmax", "argmin", "sum", "mean", "var
            "maximum", "minimum", "matmul", "flatten", "reshape", "permute", "transpose", "squeeze",
            "unsqueeze", "sort", "argsort", "topk", "cumsum", "norm", "clone", "gather", "masked_fill",
            "flip", "roll", "chunk", "split", "unbind", "any", "all", "numel", "floor_divide",
-           "remainder", "sin", "cos", "square", "neg", "mul", "add", "sub", "div", "pow", "is_tensor"]
+           "remainder", "sin", "cos", "square", "neg", "mul", "add", "sub", "div", "pow", "is_tensor",
+           "mm", "bmm", "outer", "tril", "triu", "index_select", "masked_select", "nonzero", "isnan",
+           "isinf", "isfinite", "logical_not", "logical_and", "logical_or", "allclose", "equal",
+           "log2", "log10", "t", "repeat_interleave", "count_nonzero"]
 
 
 def max(input: Tensor, *args, **kwargs): return input.max(*args, **kwargs)  # noqa: A001
@@ -72,3 +75,24 @@ def any(input: Tensor, *args, **kwargs): return input.any(*args, **kwargs)  # no
 def all(input: Tensor, *args, **kwargs): return input.all(*args, **kwargs)  # noqa: A001
 def numel(input: Tensor): return input.numel()
 def is_tensor(obj) -> bool: return isinstance(obj, Tensor)
+def mm(input: Tensor, mat2): return input.mm(mat2)
+def bmm(input: Tensor, mat2): return input.bmm(mat2)
+def outer(input: Tensor, vec2): return input.outer(vec2)
+def tril(input: Tensor, diagonal=0): return input.tril(diagonal)
+def triu(input: Tensor, diagonal=0): return input.triu(diagonal)
+def index_select(input: Tensor, dim, index): return input.index_select(dim, index)
+def masked_select(input: Tensor, mask): return input.masked_select(mask)
+def nonzero(input: Tensor): return input.nonzero()
+def isnan(input: Tensor): return input.isnan()
+def isinf(input: Tensor): return input.isinf()
+def isfinite(input: Tensor): return input.isfinite()
+def logical_not(input: Tensor): return input.logical_not()
+def logical_and(input: Tensor, other): return input.logical_and(other)
+def logical_or(input: Tensor, other): return input.logical_or(other)
+def allclose(input: Tensor, other, rtol=1e-05, atol=1e-08, equal_nan=False): return input.allclose(other, rtol, atol, equal_nan)
+def equal(input: Tensor, other): return input.equal(other)
+def log2(input: Tensor): return input.log2()
+def log10(input: Tensor): return input.log10()
+def t(input: Tensor): return input.t()
+def repeat_interleave(input: Tensor, repeats, dim=None): return input.repeat_interleave(repeats, dim)
+def count_nonzero(input: Tensor, dim=None): return input.count_nonzero(dim)

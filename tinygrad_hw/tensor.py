@@ -9,6 +9,7 @@ are here too; the factories (``zeros``, ``randn``...) are in :mod:`tinygrad_hw.c
 from __future__ import annotations
 
 import collections
+import math
 import numbers
 
 import numpy
@@ -334,8 +335,8 @@ class Tensor:
     def __neg__(self): return ops.Neg.apply(self)
     def __pos__(self): return self
 
-    def add(self, other): return self + other
-    def sub(self, other): return self - other
+    def add(self, other, *, alpha=1): return self + (other if alpha == 1 else self._operand(other) * alpha)
+    def sub(self, other, *, alpha=1): return self - (other if alpha == 1 else self._operand(other) * alpha)
     def mul(self, other): return self * other
     def div(self, other): return self / other
     def pow(self, other): return self ** other
@@ -895,6 +896,102 @@ class Tensor:
         order.insert(destination % self.ndim, source % self.ndim)
         return self.permute(*order)
     def swapaxes(self, axis0, axis1): return self.transpose(axis0, axis1)
+    def view_as(self, other): return self.reshape(other.shape)
+    def reshape_as(self, other): return self.reshape(other.shape)
+    def unflatten(self, dim, sizes):
+        dim = _axes(dim, self.ndim)[0]
+        return self.reshape(self.shape[:dim] + tuple(sizes) + self.shape[dim + 1:])
+    def t(self):
+        if self.ndim > 2:
+            raise ValueError(f"t(): expects a tensor with at most 2 dims, got {self.ndim} (use transpose or mT)")
+        return self.transpose(0, 1) if self.ndim == 2 else self
+    def nelement(self) -> int: return self.numel()
+    def ndimension(self) -> int: return self.ndim
+    def element_size(self) -> int: return int(self.dtype.itemsize)
+    def is_contiguous(self) -> bool: return True  # every op gives a fresh (or reshaped) array
+
+    def clamp_min(self, min): return self.clamp(min=min)  # noqa: A002
+    def clamp_max(self, max): return self.clamp(max=max)  # noqa: A002
+    def log2(self): return self.log() / math.log(2.0)
+    def log10(self): return self.log() / math.log(10.0)
+    def exp2(self): return (self * math.log(2.0)).exp() if is_float(self.dtype) else self.astype(get_default_dtype()).exp2()
+
+    # tests and logical operations: no gradient, bool results
+    def isnan(self): return Tensor._make(self._be.xp.isnan(self.data), self._be)
+    def isinf(self): return Tensor._make(self._be.xp.isinf(self.data), self._be)
+    def isfinite(self): return Tensor._make(self._be.xp.isfinite(self.data), self._be)
+    def logical_not(self): return Tensor._make(self._be.xp.logical_not(self.data), self._be)
+    def logical_and(self, other): return self._compare(self._be.xp.logical_and, other)
+    def logical_or(self, other): return self._compare(self._be.xp.logical_or, other)
+    def logical_xor(self, other): return self._compare(self._be.xp.logical_xor, other)
+    def nonzero(self): return Tensor._make(self._be.xp.stack(self._be.xp.nonzero(self.data), axis=-1).astype(numpy.int64), self._be)
+    def count_nonzero(self, dim=None): return (self != 0).sum(dim)
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+        other = self._operand(other)
+        return bool(self._be.xp.allclose(self.data, other.data, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+    def equal(self, other) -> bool:
+        """Same shape and same values (``torch.equal``)."""
+        other = self._operand(other)
+        return self.shape == other.shape and bool((self.data == other.data).all())
+
+    # matrix products with torch's stricter shape rules
+    def mm(self, other):
+        other = self._operand(other)
+        if self.ndim != 2 or other.ndim != 2:
+            raise ValueError(f"mm: expects two 2-D tensors, got {self.shape} and {other.shape}")
+        return self.matmul(other)
+
+    def bmm(self, other):
+        other = self._operand(other)
+        if self.ndim != 3 or other.ndim != 3 or self.shape[0] != other.shape[0]:
+            raise ValueError(f"bmm: expects two 3-D tensors with the same batch, got {self.shape} and {other.shape}")
+        return self.matmul(other)
+
+    def outer(self, other):
+        other = self._operand(other)
+        if self.ndim != 1 or other.ndim != 1:
+            raise ValueError(f"outer: expects two 1-D tensors, got {self.shape} and {other.shape}")
+        return self.unsqueeze(1) * other.unsqueeze(0)
+
+    def tril(self, diagonal=0): return self._triangle(diagonal, lower=True)
+    def triu(self, diagonal=0): return self._triangle(diagonal, lower=False)
+
+    def _triangle(self, diagonal, lower):
+        if self.ndim < 2:
+            raise ValueError(f"tril/triu: expects at least 2 dims, got {self.shape}")
+        xp = self._be.xp
+        n, m = self.shape[-2:]
+        keep = (xp.tril if lower else xp.triu)(xp.ones((n, m), dtype=bool), k=diagonal)
+        return where(Tensor._make(keep, self._be), self, self.new_zeros(()))
+
+    def index_select(self, dim, index):
+        """The entries at ``index`` (1-D integers) along ``dim``; the gradient is scattered back."""
+        index = index.data if isinstance(index, Tensor) else self._be.asarray(index)
+        if index.ndim != 1 or index.dtype.kind not in "iu":
+            raise ValueError(f"index_select: index must be a 1-D integer tensor, got shape {tuple(index.shape)} of {index.dtype}")
+        dim = _axes(dim, self.ndim)[0]
+        return ops.GetItem.apply(self, index=(slice(None),) * dim + (index,))
+
+    def masked_select(self, mask):
+        """The entries where ``mask`` (broadcast to this shape) is True, as a 1-D tensor."""
+        mask = mask.data if isinstance(mask, Tensor) else self._be.asarray(mask)
+        if mask.dtype.kind != "b":
+            raise TypeError(f"masked_select: mask must be a bool tensor, got {mask.dtype}")
+        shape = numpy.broadcast_shapes(self.shape, tuple(mask.shape))
+        x = self.expand(shape) if shape != self.shape else self
+        return ops.GetItem.apply(x, index=self._be.xp.broadcast_to(mask, shape))
+
+    def repeat_interleave(self, repeats, dim=None):
+        """Each element ``repeats`` (an int) times in a row along ``dim`` (the flattened tensor when None)."""
+        if not isinstance(repeats, numbers.Integral) or repeats < 0:
+            raise ValueError(f"repeat_interleave: repeats must be a non-negative int, got {repeats!r}")
+        if dim is None:
+            return self.flatten().repeat_interleave(repeats, 0)
+        dim = _axes(dim, self.ndim)[0]
+        index = self._be.xp.repeat(self._be.xp.arange(self.shape[dim]), int(repeats))
+        return self.index_select(dim, Tensor._make(index, self._be))
     # ====================================== end of the issue-17 block ========================
 
 
