@@ -24,3 +24,9 @@ from .serialization import CheckpointError, load, save
 from . import distributed, nn, optim, data, models, training, testing
 
 __version__ = "0.1.0"
+
+import builtins as _builtins
+
+# ``from tinygrad_hw import *`` must not shadow the builtins that hw.max, hw.float, hw.all...
+# are named after (use them as hw.max etc.)
+__all__ = sorted(name for name in dir() if not name.startswith("_") and not hasattr(_builtins, name))
