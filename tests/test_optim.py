@@ -405,3 +405,11 @@ def test_load_state_dict_refuses_a_state_that_does_not_fit():
     again = optim.Adam(model.parameters(), lr=1e-3)
     again.load_state_dict(adam.state_dict())
     again.step()
+
+
+def test_step_names_a_gradient_of_the_wrong_shape_on_a_plain_tensor():
+    w = hw.randn(3, 2, requires_grad=True)  # a plain leaf, as in PyTorch's tutorials
+    opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    w.grad = hw.ones(2)  # a Parameter refuses this at assignment (tests/test_nn.py)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) has shape \(2,\)"):
+        opt.step()

@@ -724,14 +724,15 @@ class Tensor:
             return Tensor._make(xp.zeros((), numpy.int64), self._be)
         dim = _axes(dim, self.ndim)[0]
         a = self.data
+        kind = "stable" if xp is numpy else None  # CuPy's argsort is always stable, takes no kind
         if descending:  # sort the reversed array ascending, then read it backwards: stable too
             n = a.shape[dim]
             rev = [slice(None)] * self.ndim
             rev[dim] = slice(None, None, -1)
             rev = tuple(rev)
-            idx = (n - 1 - xp.argsort(a[rev], axis=dim, kind="stable"))[rev]
+            idx = (n - 1 - xp.argsort(a[rev], axis=dim, kind=kind))[rev]
         else:
-            idx = xp.argsort(a, axis=dim, kind="stable")
+            idx = xp.argsort(a, axis=dim, kind=kind)
         return Tensor._make(idx.astype(numpy.int64), self._be)
 
     def topk(self, k, dim=-1, largest=True, sorted=True):

@@ -162,6 +162,9 @@ class Optimizer:
         for p in group["params"]:
             g = grad_array(p)
             if g is not None:
+                if g.shape != p.data.shape:  # a Parameter refuses it when assigned; a plain tensor here
+                    raise ValueError(f"step(): the gradient of a parameter of shape {tuple(p.data.shape)} "
+                                     f"has shape {tuple(g.shape)} (was .grad assigned by hand?)")
                 yield p, g, param_backend(p).xp
 
     def _state_of(self, p) -> dict:
