@@ -460,3 +460,23 @@ def test_factories_take_devices_and_match_torch():
     assert shared.tolist() == [5.0, 1.0, 2.0]  # shares memory, like torch.from_numpy
     assert hw.as_tensor(shared) is shared and hw.as_tensor([1, 2]).dtype == np.int64
     assert hw.arange(3.0, requires_grad=True).requires_grad
+
+
+@given(data=st.data())
+def test_prod_matches_torch_with_zeros(backend, data):
+    x, dim = data.draw(array_and_dim())
+    x = np.where(np.abs(x) < 1.5, 0.0, x / 3)  # zeros: none, one or several per slice
+    dim = data.draw(st.sampled_from([None, dim]))
+    keep = data.draw(st.booleans())
+    if dim is None:
+        compare_with_torch(lambda t: t.prod(), lambda t: t.prod(), [x], backend)
+    else:
+        compare_with_torch(lambda t: hw.prod(t, dim, keepdim=keep), lambda t: torch.prod(t, dim, keepdim=keep), [x], backend)
+    ints = np.round(x).astype(np.int32)
+    assert Tensor(ints).prod().dtype == np.int64 == torch.from_numpy(ints).prod().numpy().dtype
+
+
+def test_prod_second_order_matches_torch(backend):
+    x = np.array([[1.5, -2.0, 0.5], [0.7, 1.2, -0.9]])
+    compare_second_order(lambda t: t.prod(1), lambda t: t.prod(1), [x], backend)
+    # at a zero the second derivative is not exact (documented in ops.Prod): not compared there

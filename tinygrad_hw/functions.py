@@ -14,7 +14,7 @@ __all__ = ["max", "min", "amax", "amin", "argmax", "argmin", "sum", "mean", "var
            "remainder", "sin", "cos", "square", "neg", "mul", "add", "sub", "div", "pow", "is_tensor",
            "mm", "bmm", "outer", "tril", "triu", "index_select", "masked_select", "nonzero", "isnan",
            "isinf", "isfinite", "logical_not", "logical_and", "logical_or", "allclose", "equal",
-           "log2", "log10", "t", "repeat_interleave", "count_nonzero"]
+           "log2", "log10", "t", "repeat_interleave", "count_nonzero", "prod"]
 
 
 def max(input: Tensor, *args, **kwargs): return input.max(*args, **kwargs)  # noqa: A001
@@ -96,3 +96,4 @@ def log10(input: Tensor): return input.log10()
 def t(input: Tensor): return input.t()
 def repeat_interleave(input: Tensor, repeats, dim=None): return input.repeat_interleave(repeats, dim)
 def count_nonzero(input: Tensor, dim=None): return input.count_nonzero(dim)
+def prod(input: Tensor, *args, **kwargs): return input.prod(*args, **kwargs)

@@ -993,6 +993,13 @@ class Tensor:
         dim = _axes(dim, self.ndim)[0]
         index = self._be.xp.repeat(self._be.xp.arange(self.shape[dim]), int(repeats))
         return self.index_select(dim, Tensor._make(index, self._be))
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
+        """Product over ``dim`` (all elements by default); bools and integers multiply in int64,
+        as in PyTorch. The gradient is exact where there are zeros."""
+        x = self if dtype is None else self.astype(dtype)
+        if x.dtype.kind == "b" or (dtype is None and x.dtype.kind in "iu"):
+            x = x.astype(numpy.int64)
+        return ops.Prod.apply(x, axis=_axes(dim, x.ndim), keepdims=bool(keepdim))
     # ====================================== end of the issue-17 block ========================
 
 

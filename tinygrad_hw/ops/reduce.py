@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..autograd.function import Function
 
-__all__ = ["Sum", "Max", "Min", "Softmax", "LogSoftmax", "Cumsum", "Norm2"]
+__all__ = ["Sum", "Max", "Min", "Softmax", "LogSoftmax", "Cumsum", "Norm2", "Prod"]
 
 
 def _kept_shape(shape, axis):
@@ -94,3 +94,25 @@ class Norm2(Function):
         safe = norm.where(self.const(~self.zero), 1.0)
         scale = (g.reshape(kept) / safe).where(self.const(~self.zero), 0.0)
         return (a * scale,)
+
+
+class Prod(Function):
+    """Product over ``axis`` (tuple of ints). The gradient of each element is the product of the
+    others, exact where the slice holds zeros (not the 0/0 of ``out / x``); written with Tensor
+    ops, so it is differentiable again. Limitation: the second derivative is exact only in slices
+    without zeros (the zero pattern is treated as a constant)."""
+
+    def forward(self, a):
+        out = a.prod(axis=self.axis, keepdims=True)
+        return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
+
+    def backward(self, g):
+        x = self.inputs[0]
+        kept = _kept_shape(x.shape, self.axis)
+        nonzero = x.data != 0
+        zeros = (~nonzero).sum(axis=self.axis, keepdims=True)
+        safe = x.where(self.const(nonzero), 1.0)
+        rest = safe.prod(self.axis, keepdim=True)  # the product of the non-zero elements
+        others = (rest / safe * self.const((zeros == 0).astype(x.dtype))).where(
+            self.const(nonzero), rest * self.const((zeros == 1).astype(x.dtype)))
+        return (g.reshape(kept) * others,)
