@@ -184,11 +184,11 @@ def _resumed_config(cfg, out, say=log):
     that the data the loaders' saved positions refer to is the same (a changed --limit on the
     command line is reported and ignored, with the run's other settings, in :func:`run`)."""
     path = out / CHECKPOINT
-    if not path.exists():
-        raise cli.UsageError(f"--resume: no checkpoint at {path} (start without --resume, or give "
-                             "the --out of the run to continue)")
-    try:
+    try:  # a collective under mpiexec: rank 0 reads (no shared disk needed), every rank learns
         saved = recipe.Config.from_dict(training.load_checkpoint(path)["config"])
+    except FileNotFoundError:
+        raise cli.UsageError(f"--resume: no checkpoint at {path} (start without --resume, or give "
+                             "the --out of the run to continue)") from None
     except hw.CheckpointError as exc:
         raise cli.UsageError(f"--resume: {exc}") from None
     for flag, mine, theirs in (("--limit", cfg.limit, saved.limit), ("--test-limit", cfg.test_limit, saved.test_limit)):
