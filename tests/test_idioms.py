@@ -480,3 +480,12 @@ def test_prod_second_order_matches_torch(backend):
     x = np.array([[1.5, -2.0, 0.5], [0.7, 1.2, -0.9]])
     compare_second_order(lambda t: t.prod(1), lambda t: t.prod(1), [x], backend)
     # at a zero the second derivative is not exact (documented in ops.Prod): not compared there
+
+
+@pytest.mark.parametrize("p,dim", [(2.0, 1), (1.0, 0), (2.0, -1), (3.0, 1)])
+def test_functional_normalize_matches_torch(backend, p, dim):
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    if p in (1.0, 2.0):
+        x[1] = 0.0  # a zero row: divided by eps, gradient finite as in PyTorch (see Tensor.norm)
+    compare_with_torch(lambda t: nn.functional.normalize(t, p, dim), lambda t: torch.nn.functional.normalize(t, p, dim),
+                       [x if dim != 0 else x.T.copy()], backend)

@@ -759,7 +759,8 @@ class Tensor:
     def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
         """``torch.norm``/``Tensor.norm``: the vector p-norm over ``dim`` (all elements by default);
         ``p`` is 'fro' or 2 (Euclidean, gradient 0 at zero), 1, inf, -inf, 0 or any other number.
-        The nuclear norm and matrix norms other than Frobenius are not implemented."""
+        The nuclear norm and matrix norms other than Frobenius are not implemented. Deviation: for
+        p other than 1, 2 and +-inf the gradient at an all-zero vector is NaN (PyTorch's is 0)."""
         x = self if dtype is None else self.astype(dtype)
         x = x if is_float(x.dtype) else x.astype(get_default_dtype())
         axis = _axes(dim, x.ndim)

@@ -5,7 +5,7 @@ call these. One module per family:
 
 * :mod:`.linear`: ``linear``
 * :mod:`.conv`: ``conv2d``, ``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``
-* :mod:`.normalization`: ``batch_norm``
+* :mod:`.normalization`: ``batch_norm``, ``normalize``
 * :mod:`.dropout`: ``dropout``, ``dropout2d``
 * :mod:`.activation`: ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``gelu``, ``silu``, ``elu``,
   ``softplus``, ``softmax``, ``log_softmax``
@@ -22,12 +22,12 @@ from .dropout import dropout, dropout2d
 from .linear import linear
 from .loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, l1_loss,
                    mse_loss, nll_loss)
-from .normalization import batch_norm
+from .normalization import batch_norm, normalize
 from .shape import flatten, one_hot, pad
 
 __all__ = [
     "linear", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "dropout", "dropout2d", "batch_norm", "flatten", "pad", "one_hot",
+    "dropout", "dropout2d", "batch_norm", "normalize", "flatten", "pad", "one_hot",
     "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "elu", "softplus", "softmax",
     "log_softmax",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",

@@ -8,7 +8,7 @@ from ...ops.nn import BatchNormTrain
 from ...tensor import Tensor
 from ..validation import check_float, check_tensor
 
-__all__ = ['batch_norm', 'sync_batch_norm']
+__all__ = ['batch_norm', 'sync_batch_norm', 'normalize']
 
 
 def _bn_check(name, t, what, channels, x):
@@ -134,3 +134,9 @@ def _batch_norm(name, input, running_mean, running_var, weight, bias, training, 
     if bias is not None:
         shift = shift + bias
     return input * scale.reshape(bshape) + shift.reshape(bshape)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """``torch.nn.functional.normalize``: ``input / max(||input||_p over dim, eps)``."""
+    check_tensor("normalize", input)
+    return input / input.norm(p, dim, keepdim=True).clamp_min(eps)
