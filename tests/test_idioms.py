@@ -489,3 +489,51 @@ def test_functional_normalize_matches_torch(backend, p, dim):
         x[1] = 0.0  # a zero row: divided by eps, gradient finite as in PyTorch (see Tensor.norm)
     compare_with_torch(lambda t: nn.functional.normalize(t, p, dim), lambda t: torch.nn.functional.normalize(t, p, dim),
                        [x if dim != 0 else x.T.copy()], backend)
+
+
+# -- a few more layers PyTorch code reaches for -------------------------------------------------
+@pytest.mark.parametrize("shape,normalized", [((4, 6), 6), ((2, 3, 4), (3, 4)), ((5, 3), [3])])
+def test_layer_norm_matches_torch(backend, shape, normalized):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    ns = (normalized,) if isinstance(normalized, int) else tuple(normalized)
+    w, b = rng.standard_normal(ns), rng.standard_normal(ns)
+    compare_with_torch(lambda t, tw, tb: nn.functional.layer_norm(t, normalized, tw, tb),
+                       lambda t, tw, tb: torch.nn.functional.layer_norm(t, ns, tw, tb), [x, w, b], backend)
+    compare_second_order(lambda t: nn.functional.layer_norm(t, normalized),
+                         lambda t: torch.nn.functional.layer_norm(t, ns), [x], backend)
+    layer, twin = nn.LayerNorm(normalized), torch.nn.LayerNorm(normalized)
+    assert [n for n, _ in layer.named_parameters()] == [n for n, _ in twin.named_parameters()]
+    np.testing.assert_allclose(layer(Tensor(x.astype(np.float32))).numpy(),
+                               twin(torch.from_numpy(x.astype(np.float32))).detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert nn.LayerNorm(4, elementwise_affine=False).weight is None
+    with pytest.raises(ValueError, match="does not end with"):
+        nn.functional.layer_norm(Tensor(x), (7,))
+
+
+def test_embedding_matches_torch():
+    ours, theirs = nn.Embedding(6, 3, padding_idx=2), torch.nn.Embedding(6, 3, padding_idx=2)
+    assert float(ours.weight[2].abs().sum()) == 0.0  # the padding row starts at zero, as in PyTorch
+    w = np.random.default_rng(1).standard_normal((6, 3)).astype(np.float32)
+    ours.weight.data[...] = w
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(w))
+    idx = np.array([[0, 2, 5], [5, 5, 1]])
+    out, ref = ours(Tensor(idx)), theirs(torch.from_numpy(idx))
+    np.testing.assert_array_equal(out.numpy(), ref.detach().numpy())
+    g = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    out.backward(Tensor(g))
+    ref.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), rtol=1e-6)  # repeats add, row 2 none
+    with pytest.raises(IndexError, match="out of range"):
+        ours(Tensor([6]))
+    with pytest.raises(TypeError, match="integers"):
+        ours(Tensor([1.0]))
+
+
+def test_unflatten_hardtanh_relu6_match_torch(backend):
+    x = np.random.default_rng(3).standard_normal((3, 4)) * 4
+    compare_with_torch(nn.Unflatten(1, (2, 2)), torch.nn.Unflatten(1, (2, 2)), [x], backend)
+    compare_with_torch(nn.ReLU6(), torch.nn.ReLU6(), [x + 3], backend)
+    compare_with_torch(nn.Hardtanh(-2.0, 1.5), torch.nn.Hardtanh(-2.0, 1.5), [x], backend)
+    compare_with_torch(lambda t: nn.functional.relu6(t), lambda t: torch.nn.functional.relu6(t), [x], backend)
