@@ -136,6 +136,11 @@ def test_norm_matches_torch(backend, p, data):
 
 def test_norm_gradient_at_zero_is_zero_like_torch(backend):
     compare_with_torch(lambda t: t.norm(), lambda t: t.norm(), [np.zeros(3)], backend)
+    for p in (3, 1.5):
+        compare_with_torch(lambda t: t.norm(p, 1), lambda t: t.norm(p, 1),
+                           [np.array([[0.0, 0.0, 0.0], [1.0, 0.0, -2.0]])], backend)
+        compare_second_order(lambda t: t.norm(p, 1), lambda t: t.norm(p, 1),
+                             [np.array([[0.5, -1.0, 2.0], [1.0, 0.3, -2.0]])], backend)
     compare_with_torch(lambda t: hw.norm(t, dim=1), lambda t: torch.norm(t, dim=1),
                        [np.array([[0.0, 0.0], [3.0, 4.0]])], backend)
     compare_second_order(lambda t: t.norm(dim=1), lambda t: t.norm(dim=1),
@@ -485,8 +490,7 @@ def test_prod_second_order_matches_torch(backend):
 @pytest.mark.parametrize("p,dim", [(2.0, 1), (1.0, 0), (2.0, -1), (3.0, 1)])
 def test_functional_normalize_matches_torch(backend, p, dim):
     x = np.random.default_rng(0).standard_normal((4, 3))
-    if p in (1.0, 2.0):
-        x[1] = 0.0  # a zero row: divided by eps, gradient finite as in PyTorch (see Tensor.norm)
+    x[1] = 0.0  # a zero row: divided by eps, gradient finite as in PyTorch
     compare_with_torch(lambda t: nn.functional.normalize(t, p, dim), lambda t: torch.nn.functional.normalize(t, p, dim),
                        [x if dim != 0 else x.T.copy()], backend)
 

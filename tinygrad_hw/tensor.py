@@ -759,8 +759,7 @@ class Tensor:
     def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
         """``torch.norm``/``Tensor.norm``: the vector p-norm over ``dim`` (all elements by default);
         ``p`` is 'fro' or 2 (Euclidean, gradient 0 at zero), 1, inf, -inf, 0 or any other number.
-        The nuclear norm and matrix norms other than Frobenius are not implemented. Deviation: for
-        p other than 1, 2 and +-inf the gradient at an all-zero vector is NaN (PyTorch's is 0)."""
+        The nuclear norm and matrix norms other than Frobenius are not implemented."""
         x = self if dtype is None else self.astype(dtype)
         x = x if is_float(x.dtype) else x.astype(get_default_dtype())
         axis = _axes(dim, x.ndim)
@@ -777,7 +776,7 @@ class Tensor:
             return (x != 0).astype(x.dtype).sum(axis, keepdim)
         if p == 1:
             return x.abs().sum(axis, keepdim)
-        return (x.abs() ** p).sum(axis, keepdim) ** (1.0 / p)
+        return ops.NormP.apply(x, axis=axis, keepdims=bool(keepdim), p=p)
 
     def repeat(self, *sizes):
         """``torch.Tensor.repeat``: tile the tensor ``sizes[i]`` times along dim i (``numpy.tile``)."""

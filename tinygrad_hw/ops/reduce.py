@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..autograd.function import Function
 
-__all__ = ["Sum", "Max", "Min", "Softmax", "LogSoftmax", "Cumsum", "Norm2", "Prod"]
+__all__ = ["Sum", "Max", "Min", "Softmax", "LogSoftmax", "Cumsum", "Norm2", "Prod", "NormP"]
 
 
 def _kept_shape(shape, axis):
@@ -116,3 +116,23 @@ class Prod(Function):
         others = (rest / safe * self.const((zeros == 0).astype(x.dtype))).where(
             self.const(nonzero), rest * self.const((zeros == 1).astype(x.dtype)))
         return (g.reshape(kept) * others,)
+
+
+class NormP(Function):
+    """The p-norm over ``axis`` for a finite ``p`` other than 0, 1 and 2:
+    ``(sum |a|^p)^(1/p)``, with PyTorch's gradient ``sign(a) |a|^(p-1) / norm^(p-1)``, which is 0
+    for an all-zero vector (the chain rule through the power gives 0/0 there)."""
+
+    def forward(self, a):
+        xp = self.xp
+        out = (xp.abs(a) ** self.p).sum(axis=self.axis, keepdims=True) ** (1.0 / self.p)
+        self.zero = out == 0
+        return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
+
+    def backward(self, g):
+        a = self.inputs[0]
+        kept = _kept_shape(a.shape, self.axis)
+        norm = self.output().reshape(kept)
+        nonzero = self.const(~self.zero)
+        scale = (g.reshape(kept) / norm.where(nonzero, 1.0) ** (self.p - 1)).where(nonzero, 0.0)
+        return (a.sign() * a.abs() ** (self.p - 1) * scale,)
