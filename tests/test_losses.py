@@ -263,3 +263,18 @@ def test_cross_entropy_float_labels_say_labels_must_be_integers():
     np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-5)
     with pytest.raises(ValueError, match="differs from input shape"):
         F.cross_entropy(logits, hw.Tensor(probs[:, :5]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("kind,param", [("huber", 1.0), ("huber", 0.3), ("smooth_l1", 1.0), ("smooth_l1", 0.5), ("smooth_l1", 0.0)])
+@given(data=st.data())
+def test_huber_and_smooth_l1_match_torch(backend, kind, param, reduction, data):
+    from hypothesis.extra import numpy as hnp
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, max_side=4))
+    x, y = (data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-3, 3, allow_nan=False))) for _ in range(2))
+    y = np.where(np.isclose(np.abs(x - y), param), y + 0.1, y)  # off the kink
+    if kind == "huber":
+        ours, theirs = hw.nn.HuberLoss(reduction, delta=param), torch.nn.HuberLoss(reduction=reduction, delta=param)
+    else:
+        ours, theirs = hw.nn.SmoothL1Loss(reduction=reduction, beta=param), torch.nn.SmoothL1Loss(reduction=reduction, beta=param)
+    compare_with_torch(ours, theirs, [x, y], backend)

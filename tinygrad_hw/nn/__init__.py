@@ -10,7 +10,7 @@ from .layers import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, Batch
                      Dropout2d, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ReLU, Sigmoid,
                      SiLU, Softmax, Softplus, SyncBatchNorm, Tanh)
 from .layers import Embedding, Hardtanh, LayerNorm, ReLU6, Unflatten
-from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
 from .containers import ModuleDict, ModuleList, Sequential
 from .module import Module, Parameter
 from . import parallel, utils
@@ -20,5 +20,5 @@ __all__ = [
     "Identity", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Dropout", "Dropout2d",
     "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "parallel", "utils", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU",
     "Softplus", "Softmax", "LogSoftmax", "Flatten", "LayerNorm", "Embedding", "Unflatten", "Hardtanh", "ReLU6",
-    "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "HuberLoss", "SmoothL1Loss",
 ]

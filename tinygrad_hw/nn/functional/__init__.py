@@ -10,7 +10,7 @@ call these. One module per family:
 * :mod:`.activation`: ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``gelu``, ``silu``, ``elu``,
   ``softplus``, ``softmax``, ``log_softmax``, ``hardtanh``, ``relu6``
 * :mod:`.loss`: ``cross_entropy``, ``nll_loss``, ``mse_loss``, ``l1_loss``,
-  ``binary_cross_entropy``, ``binary_cross_entropy_with_logits``
+  ``binary_cross_entropy``, ``binary_cross_entropy_with_logits``, ``huber_loss``, ``smooth_l1_loss``
 * :mod:`.shape`: ``flatten``, ``pad``, ``one_hot``, ``embedding``
 
 Argument checks shared with the layers are in :mod:`tinygrad_hw.nn.validation`; the
@@ -21,8 +21,8 @@ from .activation import hardtanh, relu6
 from .conv import adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2d, max_pool2d
 from .dropout import dropout, dropout2d
 from .linear import linear
-from .loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, l1_loss,
-                   mse_loss, nll_loss)
+from .loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, l1_loss,
+                   mse_loss, nll_loss, smooth_l1_loss)
 from .normalization import batch_norm, layer_norm, normalize
 from .shape import embedding, flatten, one_hot, pad
 
@@ -33,5 +33,5 @@ __all__ = [
     "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "elu", "softplus", "softmax",
     "log_softmax",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits", "huber_loss", "smooth_l1_loss",
 ]

@@ -5,7 +5,8 @@ from ...ops.nn import BinaryCrossEntropy, CrossEntropyRows
 from ...tensor import Tensor
 from ..validation import check_float, check_reduction, legacy_reduction
 
-__all__ = ['cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits']
+__all__ = ['cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits',
+           'huber_loss', 'smooth_l1_loss']
 
 
 def _reduce(loss, reduction):
@@ -253,3 +254,25 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if weight is not None:
         loss = loss * _float_like(weight, input, name, "weight")
     return _reduce(loss, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta), with d = input - target."""
+    target, reduction = _pointwise_args("huber_loss", input, target, None, None, reduction)
+    if not delta > 0:
+        raise ValueError(f"huber_loss: delta must be positive, got {delta}")
+    diff = input - target
+    small = diff.abs() < delta
+    return _reduce((diff * diff * 0.5).where(small, (diff.abs() - 0.5 * delta) * delta), reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (beta = 0: the L1 loss)."""
+    target, reduction = _pointwise_args("smooth_l1_loss", input, target, size_average, reduce, reduction)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
+    diff = input - target
+    if beta == 0:
+        return _reduce(diff.abs(), reduction)
+    small = diff.abs() < beta
+    return _reduce((diff * diff * (0.5 / beta)).where(small, diff.abs() - 0.5 * beta), reduction)
