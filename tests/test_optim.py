@@ -267,6 +267,7 @@ OPTIMIZERS = {
     "adam_amsgrad": lambda ps: optim.Adam(ps, lr=0.01, amsgrad=True, weight_decay=0.01),
     "adamw": lambda ps: optim.AdamW(ps, lr=0.01),
     "swats": lambda ps: optim.SWATS(ps, lr=0.01, switch_rtol=1e-2),
+    "rmsprop_centered": lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True),
 }
 
 
@@ -413,3 +414,15 @@ def test_step_names_a_gradient_of_the_wrong_shape_on_a_plain_tensor():
     w.grad = hw.ones(2)  # a Parameter refuses this at assignment (tests/test_nn.py)
     with pytest.raises(ValueError, match=r"shape \(3, 2\) has shape \(2,\)"):
         opt.step()
+
+
+@pytest.mark.parametrize("momentum,centered,weight_decay,maximize",
+                         list(itertools.product([0.0, 0.9], [False, True], [0.0, 0.1], [False, True])))
+def test_rmsprop_matches_torch(momentum, centered, weight_decay, maximize, backend):
+    options = dict(lr=0.01, alpha=0.9, eps=1e-6, momentum=momentum, centered=centered,
+                   weight_decay=weight_decay, maximize=maximize)
+    run_side_by_side(lambda ps: optim.RMSprop(ps, **options),
+                     lambda ts: torch.optim.RMSprop(ts, **options, foreach=False), seed=5,
+                     backend=backend, tol=1e-11)
+    assert optim.RMSprop([hw.zeros(1, requires_grad=True)]).defaults["lr"] == \
+        torch.optim.RMSprop([torch.zeros(1, requires_grad=True)]).defaults["lr"]

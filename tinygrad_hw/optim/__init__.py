@@ -8,8 +8,9 @@ triggered by a validation-loss plateau.
 from . import lr_scheduler
 from .adam import Adam, AdamW
 from .optimizer import Optimizer
+from .rmsprop import RMSprop
 from .sgd import SGD
 from .swats import SWATS
 from .switch import SwitchOnPlateau
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "SWATS", "SwitchOnPlateau", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "SWATS", "SwitchOnPlateau", "lr_scheduler"]
