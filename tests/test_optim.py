@@ -268,6 +268,7 @@ OPTIMIZERS = {
     "adamw": lambda ps: optim.AdamW(ps, lr=0.01),
     "swats": lambda ps: optim.SWATS(ps, lr=0.01, switch_rtol=1e-2),
     "rmsprop_centered": lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True),
+    "adagrad": lambda ps: optim.Adagrad(ps, lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1),
 }
 
 
@@ -426,3 +427,13 @@ def test_rmsprop_matches_torch(momentum, centered, weight_decay, maximize, backe
                      backend=backend, tol=1e-11)
     assert optim.RMSprop([hw.zeros(1, requires_grad=True)]).defaults["lr"] == \
         torch.optim.RMSprop([torch.zeros(1, requires_grad=True)]).defaults["lr"]
+
+
+@pytest.mark.parametrize("lr_decay,weight_decay,initial,maximize",
+                         list(itertools.product([0.0, 0.05], [0.0, 0.1], [0.0, 0.3], [False, True])))
+def test_adagrad_matches_torch(lr_decay, weight_decay, initial, maximize, backend):
+    options = dict(lr=0.05, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial,
+                   eps=1e-10, maximize=maximize)
+    run_side_by_side(lambda ps: optim.Adagrad(ps, **options),
+                     lambda ts: torch.optim.Adagrad(ts, **options, foreach=False), seed=6,
+                     backend=backend, tol=1e-11)
