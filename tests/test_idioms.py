@@ -293,7 +293,7 @@ def test_python_number_conversions_like_torch():
 
 
 def test_device_and_to_like_torch():
-    t = Tensor(np.arange(3.0), requires_grad=True)
+    t = Tensor(np.arange(3.0), requires_grad=True, backend="numpy")  # PyTorch's CPU tensor
     assert t.device == "cpu" and str(t.device) == str(torch.ones(1).device) == "cpu"
     assert t.device.type == "cpu" and not t.is_cuda and t.device == hw.device("cpu")
     assert hw.device("cuda:1").index == 1 and hw.device("cuda").type == "cuda"

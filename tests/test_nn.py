@@ -576,8 +576,9 @@ def test_max_pool_of_an_empty_batch_is_empty_like_torch(backend):
 
 
 def test_parameter_data_and_grad_are_checked_at_assignment(backend):
-    layer = nn.Linear(3, 2)
+    layer = nn.Linear(3, 2, backend=backend)
     w = layer.weight
+    xp = hw.get_backend(backend).xp
     with pytest.raises(ValueError, match=r"assigned grad has shape \(3,\)"):
         w.grad = hw.zeros(3)
     with pytest.raises(TypeError, match="dtype float64"):
@@ -590,13 +591,16 @@ def test_parameter_data_and_grad_are_checked_at_assignment(backend):
     with pytest.raises(TypeError, match="expected an array"):
         w.data = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
     with pytest.raises(ValueError, match=r"shape \(3, 2\) differs"):
-        w.data = np.zeros((3, 2), dtype=np.float32)
+        w.data = xp.zeros((3, 2), dtype=np.float32)
     with pytest.raises(TypeError, match="floating"):
-        w.data = np.zeros((2, 3), dtype=np.int64)
+        w.data = xp.zeros((2, 3), dtype=np.int64)
+    if backend != "numpy":
+        with pytest.raises(ValueError, match="on backend numpy"):
+            w.data = np.zeros((2, 3), dtype=np.float32)
     # a Tensor is unwrapped (PyTorch's `p.data = t`), an array of the right shape replaces it
     w.data = hw.full((2, 3), 0.5)
     np.testing.assert_allclose(layer(hw.ones(1, 3)).numpy(), np.full((1, 2), 1.5) + layer.bias.numpy(), rtol=1e-6)
-    w.data = np.ones((2, 3), dtype=np.float32)
+    w.data = xp.ones((2, 3), dtype=np.float32)
     assert float(w.sum()) == 6.0
     # the layer still converts and trains
     layer.to(dtype="float64")

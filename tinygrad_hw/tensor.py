@@ -724,15 +724,14 @@ class Tensor:
             return Tensor._make(xp.zeros((), numpy.int64), self._be)
         dim = _axes(dim, self.ndim)[0]
         a = self.data
-        kind = "stable" if xp is numpy else None  # CuPy's argsort is always stable, takes no kind
         if descending:  # sort the reversed array ascending, then read it backwards: stable too
             n = a.shape[dim]
             rev = [slice(None)] * self.ndim
             rev[dim] = slice(None, None, -1)
             rev = tuple(rev)
-            idx = (n - 1 - xp.argsort(a[rev], axis=dim, kind=kind))[rev]
+            idx = (n - 1 - _stable_argsort(xp, a[rev], dim))[rev]
         else:
-            idx = xp.argsort(a, axis=dim, kind=kind)
+            idx = _stable_argsort(xp, a, dim)
         return Tensor._make(idx.astype(numpy.int64), self._be)
 
     def topk(self, k, dim=-1, largest=True, sorted=True):
@@ -1006,6 +1005,15 @@ class Tensor:
 # --------------------------------------------------------------------------------------------------
 # helpers and module-level functions
 # --------------------------------------------------------------------------------------------------
+def _stable_argsort(xp, a, axis):
+    """A stable argsort on any backend: NumPy needs ``kind='stable'``; CuPy's argsort is always
+    stable and, in some versions, takes no ``kind``."""
+    try:
+        return xp.argsort(a, axis=axis, kind="stable")
+    except (TypeError, ValueError, NotImplementedError):
+        return xp.argsort(a, axis=axis)
+
+
 def _return_type(name):
     """PyTorch's ``torch.return_types.<name>``: a named pair ``(values, indices)``."""
     return _RETURN_TYPES[name]
