@@ -2,7 +2,7 @@
 
     python examples/cifar_cnn.py                      # --preset fast: the CPU recipe (~16 min, 2 cores)
     python examples/cifar_cnn.py --preset baseline    # the original exercise's net and recipe (~3 min)
-    python examples/cifar_cnn.py --limit 500 --epochs 2 --out runs/quick   # a quick check
+    python examples/cifar_cnn.py --limit 500 --epochs 2 --out runs/quick   # a quick check (~20 s)
     python examples/cifar_cnn.py --resume --out runs/cifar_fast            # continue a run
     python examples/cifar_cnn.py --check-gradients    # loss and gradients against PyTorch
     mpiexec -n 2 python examples/cifar_cnn.py --batch-size 128   # data-parallel on 2 processes
@@ -34,8 +34,9 @@ import numpy
 import tinygrad_hw as hw
 import tinygrad_hw.distributed as dist
 from tinygrad_hw import models, nn, training
-from tinygrad_hw.data import CIFAR10, CLASSES, fixed_subset
+from tinygrad_hw.data import CIFAR10, CLASSES, DatasetError, fixed_subset
 from tinygrad_hw.training import cifar10 as recipe
+from tinygrad_hw.training import cli
 
 SHORT_CLASSES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CHECKPOINT, FINAL_MODEL = "checkpoint.ckpt", "model.ckpt"
@@ -131,28 +132,32 @@ def parse_args(argv=None):
                    default="fast")
     p.add_argument("--backend", choices=("numpy", "cupy"), default=hw.get_backend().name,
                    help="default: TINYGRAD_HW_BACKEND, else numpy")
-    for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float),
-                       ("--momentum", float), ("--weight-decay", float), ("--label-smoothing", float),
-                       ("--crop-padding", int), ("--stem", int), ("--log-every", int)):
+    # each value a run cannot use is refused here, with the rule it broke
+    for flag, kind in (("--epochs", cli.positive_int), ("--batch-size", cli.positive_int),
+                       ("--lr", cli.positive_float), ("--momentum", cli.momentum_value),
+                       ("--weight-decay", cli.nonnegative_float), ("--label-smoothing", cli.probability),
+                       ("--crop-padding", cli.nonnegative_int), ("--stem", cli.positive_int),
+                       ("--log-every", cli.nonnegative_int)):
         p.add_argument(flag, type=kind)
     p.add_argument("--optimizer", choices=("adam", "sgd", "swats"))
     p.add_argument("--schedule", choices=("onecycle", "constant"))
     p.add_argument("--augment", choices=("exercise", "crop_flip", "none"))
-    p.add_argument("--widths", type=lambda text: tuple(int(w) for w in text.split(",")),
+    p.add_argument("--widths", type=cli.widths_value,
                    help="channels, comma separated (see tinygrad_hw.models.size_kwargs)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average the predictions of each test image and its mirror image")
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
                    help="start the first convolution from the training images' patch directions")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0)
     p.add_argument("--data", help="where CIFAR-10 is (default: searched, see tinygrad_hw.data.CIFAR10)")
     p.add_argument("--out", help="output folder (default runs/cifar_<preset>)")
-    p.add_argument("--limit", type=int, help="train on the first N images of a fixed shuffle")
-    p.add_argument("--test-limit", type=int, help="test on N images (default: all, or --limit's N)")
+    p.add_argument("--limit", type=cli.positive_int, help="train on the first N images of a fixed shuffle")
+    p.add_argument("--test-limit", type=cli.positive_int, help="test on N images (default: all, or --limit's N)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--stop-after", type=int, help="stop after N epochs, as if interrupted")
-    p.add_argument("--blas-threads", default="auto", help="a number, or 'auto' (1 under batch 64)")
+    p.add_argument("--stop-after", type=cli.positive_int, help="stop after N epochs, as if interrupted")
+    p.add_argument("--blas-threads", type=cli.threads_value, default="auto",
+                   help="a number, or 'auto' (1 under batch 64)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--check-gradients", action="store_true",
@@ -165,12 +170,34 @@ def config_from_args(args) -> recipe.Config:
         "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
         "label_smoothing", "widths", "augment", "crop_padding", "tta", "log_every", "whiten", "stem")
         if getattr(args, key) is not None}
-    return recipe.preset(args.preset, seed=args.seed, limit=args.limit, test_limit=args.test_limit,
-                         dtype=args.dtype, backend=args.backend, **given)
+    cfg = recipe.preset(args.preset, seed=args.seed, limit=args.limit, test_limit=args.test_limit,
+                        dtype=args.dtype, backend=args.backend, **given)
+    if args.batch_size is None and cfg.limit is not None:  # a tiny run takes smaller batches
+        cfg.batch_size = recipe.batch_size_for(cfg.batch_size, cfg.limit)
+    return cfg
 
 
 def quiet(*args):
     pass
+
+
+def _resumed_config(cfg, out, say=log):
+    """``--resume``: the checkpoint must exist, and its training and test subsets are used, so
+    that the data the loaders' saved positions refer to is the same (a changed --limit on the
+    command line is reported and ignored, with the run's other settings, in :func:`run`)."""
+    path = out / CHECKPOINT
+    try:  # a collective under mpiexec: rank 0 reads (no shared disk needed), every rank learns
+        saved = recipe.Config.from_dict(training.load_checkpoint(path)["config"])
+    except FileNotFoundError:
+        raise cli.UsageError(f"--resume: no checkpoint at {path} (start without --resume, or give "
+                             "the --out of the run to continue)") from None
+    except hw.CheckpointError as exc:
+        raise cli.UsageError(f"--resume: {exc}") from None
+    for flag, mine, theirs in (("--limit", cfg.limit, saved.limit), ("--test-limit", cfg.test_limit, saved.test_limit)):
+        if mine is not None and mine != theirs:
+            say(f"resuming on the checkpoint's data: {flag} {theirs if theirs is not None else 'all'}, "
+                f"not the command line's {mine}")
+    return dataclasses.replace(cfg, limit=saved.limit, test_limit=saved.test_limit)
 
 
 def main(argv=None) -> int:
@@ -188,6 +215,13 @@ def main(argv=None) -> int:
 
 def _main(args, cfg, rank, world) -> int:
     say = log if rank == 0 else quiet
+    out = Path(args.out or f"runs/cifar_{cfg.preset}")
+    # the user's mistakes are found before any work: one line each (see training.cli)
+    cli.check_backend(args.backend)
+    cli.check_data_path(args.data)
+    cli.check_output_dir(out)
+    if args.resume:
+        cfg = _resumed_config(cfg, out, say)
     # small batches: matrices too small to share between cores, and a multi-threaded OpenBLAS
     # loses milliseconds per call synchronising its threads (3.5x slower at batch 4 on 2 cores);
     # several ranks on one machine share its cores
@@ -200,11 +234,13 @@ def _main(args, cfg, rank, world) -> int:
         say(f"BLAS limited to {threads} thread(s) per process (--blas-threads)")
     if args.backend != "numpy":
         hw.set_backend(args.backend)
-    out = Path(args.out or f"runs/cifar_{cfg.preset}")
     start = time.perf_counter()
     if rank > 0:
         dist.barrier()  # rank 0 first: it builds the cache the others then read
-    train, test = CIFAR10(root=args.data, train=True), CIFAR10(root=args.data, train=False)
+    try:
+        train, test = CIFAR10(root=args.data, train=True), CIFAR10(root=args.data, train=False)
+    except (FileNotFoundError, DatasetError) as exc:  # no data, a corrupt or truncated copy
+        raise cli.UsageError(str(exc)) from None
     if rank == 0 and world > 1:
         dist.barrier()
     train_data = fixed_subset(train.images, train.labels, cfg.limit)
@@ -232,4 +268,4 @@ def _main(args, cfg, rank, world) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_main(main))

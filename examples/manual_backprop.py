@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import tinygrad_hw as hw
 from tinygrad_hw.optim import SGD
+from tinygrad_hw.training import cli
 
 INPUTS = (3.0, 5.0)  # i1, i2
 TARGET = 1.0  # y
@@ -225,23 +226,20 @@ def summary(history: History) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=2, help="SGD steps (default 2, as by hand)")
-    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=2, help="SGD steps (default 2, as by hand)")
+    parser.add_argument("--lr", type=cli.nonnegative_float, default=0.1,
+                        help="learning rate (default 0.1; finite, 0 or more)")
     parser.add_argument("--loss", choices=LOSSES, default="mse",
                         help="mse: (y - a)^2 as by hand; bce: cross-entropy, compared with mse")
     parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="default float64, so the differences show only the hand's rounding")
-    args = parser.parse_args(argv)
-    if args.epochs < 1:
-        parser.error("--epochs must be at least 1")
-    if args.lr < 0:
-        parser.error("--lr must be non-negative")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    cli.check_backend(args.backend)
     history = train(args.epochs, args.lr, args.loss, args.backend, args.dtype)
     print(f"2-2-1 network, i1 = {INPUTS[0]:g}, i2 = {INPUTS[1]:g}, y = {TARGET:g}, w1..w6 = "
           f"{', '.join(f'{w:g}' for w in INITIAL_WEIGHTS)}")
@@ -261,4 +259,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_main(main))

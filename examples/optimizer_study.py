@@ -57,7 +57,8 @@ import numpy
 
 import tinygrad_hw as hw
 from tinygrad_hw import models, nn, training
-from tinygrad_hw.data import CIFAR10, CIFAR10_MEAN, CIFAR10_STD, DataLoader, derived_seed, fixed_subset
+from tinygrad_hw.data import CIFAR10, CIFAR10_MEAN, CIFAR10_STD, DataLoader, DatasetError, derived_seed, fixed_subset
+from tinygrad_hw.training import cli
 
 ALL_OPTIMIZERS = ("adam", "sgd", "nesterov", "swats", "swats_rtol", "plateau")
 DEFAULT_OPTIMIZERS = ("adam", "sgd", "nesterov", "swats", "swats_rtol", "plateau")
@@ -490,36 +491,36 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = StudyConfig()
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    p.add_argument("--epochs", type=int, help=f"epochs per run (default {d.epochs}; --quick "
+    p.add_argument("--epochs", type=cli.positive_int, help=f"epochs per run (default {d.epochs}; --quick "
                    f"{QUICK['epochs']})")
-    p.add_argument("--limit", type=int, help=f"training images (default {d.limit}; --quick "
+    p.add_argument("--limit", type=cli.positive_int, help=f"training images (default {d.limit}; --quick "
                    f"{QUICK['limit']})")
-    p.add_argument("--val", type=int, help=f"validation images held out of the training set "
+    p.add_argument("--val", type=cli.positive_int, help=f"validation images held out of the training set "
                    f"(default {d.val}; --quick {QUICK['val']})")
-    p.add_argument("--test-limit", type=int, help="test images (default all 10,000; --quick "
+    p.add_argument("--test-limit", type=cli.positive_int, help="test images (default all 10,000; --quick "
                    f"{QUICK['test_limit']})")
-    p.add_argument("--seeds", type=int, help="initialisations (and data orders) per optimizer "
+    p.add_argument("--seeds", type=cli.positive_int, help="initialisations (and data orders) per optimizer "
                    f"(default {d.seeds}; --quick {QUICK['seeds']})")
-    p.add_argument("--seed", type=int, default=0, help="the first seed")
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0, help="the first seed")
     p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
                    help=f"comma separated, from {','.join(ALL_OPTIMIZERS)}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=cli.positive_int, default=d.batch_size)
     p.add_argument("--model", choices=sorted(models.MODELS) + sorted(models.ALIASES), default=d.model)
-    p.add_argument("--widths", type=lambda s: tuple(int(w) for w in s.split(",")),
+    p.add_argument("--widths", type=cli.widths_value,
                    help="channels (see examples/cifar_cnn.py --widths)")
-    p.add_argument("--adam-lr", type=float, default=d.adam_lr)
-    p.add_argument("--sgd-lr", type=float, default=d.sgd_lr)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--swats-lr", type=float, default=d.swats_lr)
-    p.add_argument("--swats-tol", type=float, default=d.swats_tol,
+    p.add_argument("--adam-lr", type=cli.positive_float, default=d.adam_lr)
+    p.add_argument("--sgd-lr", type=cli.positive_float, default=d.sgd_lr)
+    p.add_argument("--momentum", type=cli.momentum_value, default=d.momentum)
+    p.add_argument("--swats-lr", type=cli.positive_float, default=d.swats_lr)
+    p.add_argument("--swats-tol", type=cli.nonnegative_float, default=d.swats_tol,
                    help="SWATS's absolute switching tolerance (the paper's 1e-9)")
-    p.add_argument("--swats-rtol", type=float, default=d.swats_rtol,
+    p.add_argument("--swats-rtol", type=cli.nonnegative_float, default=d.swats_rtol,
                    help="relative switching tolerance of the 'swats_rtol' variant")
-    p.add_argument("--patience", type=int, default=d.patience,
+    p.add_argument("--patience", type=cli.positive_int, default=d.patience,
                    help="plateau: epochs without a better validation loss before switching")
-    p.add_argument("--plateau-lr", type=float, help="plateau: the SGD learning rate after the "
+    p.add_argument("--plateau-lr", type=cli.positive_float, help="plateau: the SGD learning rate after the "
                    "switch (default: estimated during the Adam phase as in SWATS)")
-    p.add_argument("--target-loss", type=float, default=d.target_loss)
+    p.add_argument("--target-loss", type=cli.positive_float, default=d.target_loss)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--data", help="where CIFAR-10 is (default: searched, see tinygrad_hw.data)")
     p.add_argument("--out", default="runs/optimizer_study")
@@ -575,18 +576,27 @@ def run_study(cfg: StudyConfig, train, val, test, *, log=print) -> dict:
 def main(argv=None, log=print) -> dict:
     args = parse_args(argv)
     if args.replot:
-        study = json.loads((Path(args.out) / "study.json").read_text())
+        saved = Path(args.out) / "study.json"
+        if not saved.is_file():
+            raise cli.UsageError(f"--replot: no study.json in {args.out} (run the study first, or "
+                                 "give its --out)")
+        study = json.loads(saved.read_text())
         written = write_figures(study, args.out)
         log("figures: " + ", ".join(str(p) for p in written))
         return study
     cfg = config_from_args(args)
+    cli.check_backend(cfg.backend)  # the user's mistakes first, one line each (training.cli)
+    cli.check_data_path(args.data)
+    cli.check_output_dir(args.out)
     if cfg.backend != "numpy":
         hw.set_backend(cfg.backend)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    train_set = CIFAR10(root=args.data, train=True)
-    test_set = CIFAR10(root=args.data, train=False)
+    try:
+        train_set = CIFAR10(root=args.data, train=True)
+        test_set = CIFAR10(root=args.data, train=False)
+    except (FileNotFoundError, DatasetError) as exc:  # no data, a corrupt or truncated copy
+        raise cli.UsageError(str(exc)) from None
     train, val, test = split_data(train_set.images, train_set.labels, test_set.images,
                                   test_set.labels, cfg)
     log(f"{len(train[1])} training, {len(val[1])} validation (held out of the training set), "
@@ -610,5 +620,11 @@ def main(argv=None, log=print) -> dict:
     return study
 
 
+def cli_main(argv=None) -> int:
+    """The command line: :func:`main`, exit status 0 (a user error: one line, status 2)."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run_main(cli_main))

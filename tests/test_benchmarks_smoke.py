@@ -47,6 +47,8 @@ def test_quick_benchmark_writes_every_row(tmp_path, backend):
     assert _positive(limit["gflops"]) and limit["gflops"] == max(limit["ours_gflops"], limit["torch_gflops"])
     for row in result["rows"]:
         assert _positive(row["ratio"]), row
+        # --quick's ratio column is the ratio of its two ms columns
+        assert math.isclose(row["ratio"], row["ours"]["median_ms"] / row["torch"]["median_ms"], rel_tol=1e-12)
         for side in ("ours", "torch"):
             rec = row[side]
             assert set(SIDE_FIELDS) <= set(rec), (row["name"], side, rec)

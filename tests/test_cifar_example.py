@@ -226,3 +226,28 @@ def test_every_preset_makes_its_model_with_whitening(name):
     assert conv.out_channels > 54 or name == "fast"
     with pytest.raises(ValueError, match="need 32 directions"):
         models.patch_whitening_filters(x, 64, 3)
+
+
+def test_tiny_runs_take_batches_that_give_16_steps():
+    cfg = lambda *argv: cifar_cnn.config_from_args(cifar_cnn.parse_args(list(argv)))  # noqa: E731
+    assert cfg("--limit", "500").batch_size == 32  # 500 // 16 = 31: at least 32
+    assert cfg("--limit", "2000").batch_size == 64
+    assert cfg("--limit", "40000").batch_size == 256  # the preset's, once it gives 16 steps
+    assert cfg().batch_size == 256
+    assert cfg("--limit", "500", "--batch-size", "256").batch_size == 256  # given: kept
+    assert cfg("--preset", "baseline", "--limit", "500").batch_size == 4
+
+
+def test_readme_quick_check_learns(tmp_path):
+    """README's quick check: 500 images, 2 epochs, well above chance (26% measured)."""
+    try:
+        from tinygrad_hw.data.cifar import locate
+        locate(download=False)
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 is not on this machine")
+    out = tmp_path / "quick"
+    assert cifar_cnn.main(["--limit", "500", "--epochs", "2", "--out", str(out), "--no-progress",
+                           "--no-plots"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["batch_size"] == 32
+    assert metrics["test_accuracy"] > 0.18, metrics["test_accuracy"]

@@ -8,6 +8,7 @@ import pickle
 import tarfile
 import threading
 import time
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -520,3 +521,61 @@ def test_loader_argument_errors():
         DataLoader(images[0], labels)
     with pytest.raises(TypeError):
         DataLoader(images)
+
+
+def test_cache_is_keyed_by_content_not_by_path(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    source = _write_zip(tmp_path / "a" / "cifar-small.zip", _members())
+    shutil.copyfile(source, tmp_path / "b" / "cifar-copy.zip")
+    first = _load(tmp_path / "a")
+    monkeypatch.setattr(cifar_module, "decode_split", lambda *a: pytest.fail("decoded again"))
+    second = _load(tmp_path / "b")  # the same bytes elsewhere: the same entry
+    np.testing.assert_array_equal(second.images, first.images)
+    assert len(list((tmp_path / "cache").glob("cifar10-train-*-images.npy"))) == 1
+
+
+def test_corrupted_cache_is_detected_and_rebuilt(tmp_path):
+    _write_zip(tmp_path / "cifar-small.zip", _members())
+    first = _load(tmp_path)
+    expected = np.array(first.images)
+    del first
+    (images_path,) = (tmp_path / "cache").glob("cifar10-train-*-images.npy")
+    raw = bytearray(images_path.read_bytes())
+    raw[-7] ^= 0x40  # one flipped bit in the pixels
+    images_path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="checksum"):
+        again = _load(tmp_path)
+    np.testing.assert_array_equal(again.images, expected)
+    np.testing.assert_array_equal(_load(tmp_path).images, expected)  # the rebuilt entry verifies
+
+
+def test_cache_is_pruned_to_its_bound_least_recently_used_first(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    sources = []
+    for i in range(3):  # three different data sets (one pixel differs)
+        members = _members()
+        members["train/cat/0009.png"] = _encode(np.full((3, 32, 32), i, np.uint8))
+        (tmp_path / f"d{i}").mkdir()
+        sources.append(_write_zip(tmp_path / f"d{i}" / "cifar-small.zip", members))
+    _load(tmp_path / "d0")
+    one_entry = sum(p.stat().st_size for p in cache.glob("cifar10-train-*"))
+    monkeypatch.setenv("TINYGRAD_HW_CACHE_MAX_MB", str(2.5 * one_entry / (1 << 20)))
+    _load(tmp_path / "d1")
+    old = time.time() - 100
+    for p in cache.glob("cifar10-train-*"):  # both entries long unused...
+        os.utime(p, (old, old))
+    before = set(cache.glob("cifar10-train-*.sha256"))
+    _load(tmp_path / "d0")  # d0 used last, d1 now the least recently used
+    _load(tmp_path / "d2")  # a third entry exceeds 2.5 entries: the least recently used goes
+    after = set(cache.glob("cifar10-train-*.sha256"))
+    assert len(after) == 2 and len(after - before) == 1  # d2's is new
+    monkeypatch.setattr(cifar_module, "decode_split", lambda *a: pytest.fail("decoded again"))
+    assert {_load(tmp_path / f"d{i}").images[9].max() for i in (0, 2)} == {0, 2}  # both kept
+    monkeypatch.undo()
+    # a leftover of the old format (no checksum file) is pruned like any entry when over the bound
+    stale = cache / "cifar10-train-0123456789abcdef0123-images.npy"
+    stale.write_bytes(b"old")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert stale in cifar_module.prune_cache(cache, limit=0)
+    assert not list(cache.glob("cifar10-*"))

@@ -224,3 +224,65 @@ def test_cross_entropy_rows_second_order_and_retained_graph(backend, reduction, 
     first = x.grad.numpy().copy()
     loss.backward()
     np.testing.assert_allclose(x.grad.numpy(), 2 * first, rtol=1e-12)
+
+
+def test_bce_of_a_saturated_sigmoid_has_torch_finite_gradient(backend):
+    # sigmoid(20) is exactly 1.0 in float32: PyTorch clamps each log at -100 and its gradient is
+    # (x - y) / max(x (1 - x), 1e-12), so one SGD step keeps the weights finite
+    z = np.array([20.0, -20.0, 0.3, 20.0, -20.0], dtype=np.float32)
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0], dtype=np.float32)
+    for reduction in ("none", "mean", "sum"):
+        compare_with_torch(lambda t: hw.nn.BCELoss(reduction=reduction)(t.sigmoid(), hw.Tensor(y, backend=backend)),
+                           lambda t: torch.nn.BCELoss(reduction=reduction)(t.sigmoid(), torch.from_numpy(y)),
+                           [z], backend, rtol=1e-6)
+    # the target's gradient too (log(1 - x) - log(x), unclamped, as in PyTorch)
+    x = np.array([0.2, 0.5, 0.9], dtype=np.float64)
+    compare_with_torch(lambda a, b: hw.nn.functional.binary_cross_entropy(a, b, weight=hw.Tensor([1.0, 2.0, 3.0], dtype="float64")),
+                       lambda a, b: torch.nn.functional.binary_cross_entropy(a, b, weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)),
+                       [x, np.array([0.0, 0.3, 1.0])], backend)
+    layer = hw.nn.Linear(1, 1)
+    layer.weight.data[...] = 20.0
+    layer.bias.data[...] = 0.0
+    opt = hw.optim.SGD(layer.parameters(), lr=0.1)
+    hw.nn.BCELoss()(layer(hw.ones(4, 1)).sigmoid(), hw.zeros(4, 1)).backward()
+    opt.step()
+    assert np.isfinite(layer.weight.numpy()).all() and np.isfinite(layer.bias.numpy()).all()
+
+
+def test_bce_second_order_matches_torch(backend):
+    x = np.array([0.2, 0.5, 0.9])
+    y = np.array([0.0, 0.3, 1.0])
+    compare_second_order(lambda t: hw.nn.functional.binary_cross_entropy(t, hw.Tensor(y, backend=backend), reduction="none"),
+                         lambda t: torch.nn.functional.binary_cross_entropy(t, torch.from_numpy(y), reduction="none"),
+                         [x], backend)
+
+
+def test_cross_entropy_float_labels_say_labels_must_be_integers():
+    logits = hw.randn(4, 10)
+    for loss in (lambda t: hw.nn.CrossEntropyLoss()(logits, t), lambda t: F.cross_entropy(logits, t)):
+        with pytest.raises(TypeError, match="class labels must be integers"):
+            loss(hw.Tensor([1.0, 2.0, 3.0, 0.0]))
+    with pytest.raises(TypeError, match="integer class labels"):
+        F.nll_loss(logits.log_softmax(1), hw.Tensor([1.0, 2.0, 3.0, 0.0]))
+    # probability targets of the input's shape are PyTorch's other form and work
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=4).astype(np.float32)
+    ours = F.cross_entropy(logits, hw.Tensor(probs))
+    theirs = torch.nn.functional.cross_entropy(torch.from_numpy(logits.numpy()), torch.from_numpy(probs))
+    np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-5)
+    with pytest.raises(ValueError, match="differs from input shape"):
+        F.cross_entropy(logits, hw.Tensor(probs[:, :5]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("kind,param", [("huber", 1.0), ("huber", 0.3), ("smooth_l1", 1.0), ("smooth_l1", 0.5), ("smooth_l1", 0.0)])
+@given(data=st.data())
+def test_huber_and_smooth_l1_match_torch(backend, kind, param, reduction, data):
+    from hypothesis.extra import numpy as hnp
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, max_side=4))
+    x, y = (data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-3, 3, allow_nan=False))) for _ in range(2))
+    y = np.where(np.isclose(np.abs(x - y), param), y + 0.1, y)  # off the kink
+    if kind == "huber":
+        ours, theirs = hw.nn.HuberLoss(reduction, delta=param), torch.nn.HuberLoss(reduction=reduction, delta=param)
+    else:
+        ours, theirs = hw.nn.SmoothL1Loss(reduction=reduction, beta=param), torch.nn.SmoothL1Loss(reduction=reduction, beta=param)
+    compare_with_torch(ours, theirs, [x, y], backend)

@@ -57,6 +57,9 @@ SCHEDULERS = {
     "step_default_gamma": lambda m, o: m.StepLR(o, step_size=30),
     "multistep": lambda m, o: m.MultiStepLR(o, milestones=[10, 30, 30, 75], gamma=0.3),
     "cosine": lambda m, o: m.CosineAnnealingLR(o, T_max=30, eta_min=1e-4),
+    "exponential": lambda m, o: m.ExponentialLR(o, gamma=0.93),
+    "lambda": lambda m, o: m.LambdaLR(o, lambda epoch: 1.0 / (1 + epoch) ** 0.5),
+    "lambda_per_group": lambda m, o: m.LambdaLR(o, [lambda e: 0.95 ** e, lambda e: 1.0 + 0.01 * e]),
     "cosine_long": lambda m, o: m.CosineAnnealingLR(o, T_max=100),
     "linear": lambda m, o: m.LinearLR(o, start_factor=0.25, end_factor=0.9, total_iters=40),
     "linear_default": lambda m, o: m.LinearLR(o),
@@ -226,3 +229,16 @@ def test_scheduler_errors():
     with pytest.raises(ValueError):
         lr_scheduler.OneCycleLR(optim.SWATS([hw.Tensor(np.ones(1), requires_grad=True)]),
                                 max_lr=0.1, total_steps=10, pct_start=1)
+
+
+def test_lambda_lr_state_dict_leaves_functions_out_like_torch(tmp_path):
+    opt, _ = optimizers("sgd")
+    sched = lr_scheduler.LambdaLR(opt, lambda e: 0.5 ** e)
+    sched.step()
+    state = sched.state_dict()
+    assert state["lr_lambdas"] == [None, None] and state["last_epoch"] == 1
+    hw.save(state, tmp_path / "sched.ckpt")  # a plain function would not save
+    state = hw.load(tmp_path / "sched.ckpt")
+    again = lr_scheduler.LambdaLR(optimizers("sgd")[0], lambda e: 0.5 ** e)
+    again.load_state_dict(state)
+    assert again.last_epoch == 1 and callable(again.lr_lambdas[0])

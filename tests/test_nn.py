@@ -568,3 +568,45 @@ def test_batchnorm_under_no_grad_updates_running_stats_and_errors(backend):
         bn(hw.randn(4, 2, backend=backend))
     with pytest.raises(ValueError, match="4-D"):
         nn.BatchNorm2d(3)(hw.randn(4, 3))
+
+
+def test_max_pool_of_an_empty_batch_is_empty_like_torch(backend):
+    x = np.zeros((0, 3, 8, 8))
+    for ours, theirs in [(nn.MaxPool2d(2), torch.nn.MaxPool2d(2)),
+                         (nn.MaxPool2d(3, stride=2, padding=1), torch.nn.MaxPool2d(3, stride=2, padding=1)),
+                         (nn.AvgPool2d(2), torch.nn.AvgPool2d(2))]:
+        compare_with_torch(ours, theirs, [x], backend)
+
+
+def test_parameter_data_and_grad_are_checked_at_assignment(backend):
+    layer = nn.Linear(3, 2, backend=backend)
+    w = layer.weight
+    xp = hw.get_backend(backend).xp
+    with pytest.raises(ValueError, match=r"assigned grad has shape \(3,\)"):
+        w.grad = hw.zeros(3)
+    with pytest.raises(TypeError, match="dtype float64"):
+        w.grad = hw.zeros(2, 3, dtype="float64")
+    with pytest.raises(TypeError, match="Tensor or None"):
+        w.grad = np.zeros((2, 3), dtype=np.float32)
+    w.grad = hw.ones(2, 3)  # the right one is taken, and None clears it
+    assert w.grad.shape == (2, 3)
+    w.grad = None
+    with pytest.raises(TypeError, match="expected an array"):
+        w.data = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) differs"):
+        w.data = xp.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(TypeError, match="floating"):
+        w.data = xp.zeros((2, 3), dtype=np.int64)
+    if backend != "numpy":
+        with pytest.raises(ValueError, match="on backend numpy"):
+            w.data = np.zeros((2, 3), dtype=np.float32)
+    # a Tensor is unwrapped (PyTorch's `p.data = t`), an array of the right shape replaces it
+    w.data = hw.full((2, 3), 0.5)
+    np.testing.assert_allclose(layer(hw.ones(1, 3)).numpy(), np.full((1, 2), 1.5) + layer.bias.numpy(), rtol=1e-6)
+    w.data = xp.ones((2, 3), dtype=np.float32)
+    assert float(w.sum()) == 6.0
+    # the layer still converts and trains
+    layer.to(dtype="float64")
+    assert w.dtype == np.float64
+    layer(hw.ones(1, 3, dtype="float64")).sum().backward()
+    assert w.grad.dtype == np.float64

@@ -267,6 +267,8 @@ OPTIMIZERS = {
     "adam_amsgrad": lambda ps: optim.Adam(ps, lr=0.01, amsgrad=True, weight_decay=0.01),
     "adamw": lambda ps: optim.AdamW(ps, lr=0.01),
     "swats": lambda ps: optim.SWATS(ps, lr=0.01, switch_rtol=1e-2),
+    "rmsprop_centered": lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True),
+    "adagrad": lambda ps: optim.Adagrad(ps, lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1),
 }
 
 
@@ -384,3 +386,54 @@ def test_state_moves_with_parameters_between_backends():
     gpu_opt.load_state_dict(checkpoint(cpu_opt.state_dict()))
     assert all(gpu.is_array(v) for s in gpu_opt.state.values() for v in s.values()
                if hasattr(v, "shape"))
+
+
+def test_load_state_dict_refuses_a_state_that_does_not_fit():
+    model = hw.nn.Linear(3, 2)
+    adam = optim.Adam(model.parameters(), lr=1e-3)
+    model(hw.randn(4, 3)).sum().backward()
+    adam.step()
+    sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = sgd.state_dict()
+    with pytest.raises(ValueError, match="not from a SGD"):
+        sgd.load_state_dict(adam.state_dict())  # PyTorch accepts it and fails at step()
+    assert sgd.state_dict()["param_groups"] == before["param_groups"]  # nothing changed
+    with pytest.raises(ValueError, match="not from a Adam"):
+        optim.Adam(model.parameters()).load_state_dict(optim.SGD(model.parameters(), lr=0.1).state_dict())
+    other = hw.nn.Linear(5, 2)  # same number of parameters, other shapes
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*shape \(2, 5\)"):
+        optim.Adam(other.parameters()).load_state_dict(adam.state_dict())
+    # a state that fits still loads and steps
+    again = optim.Adam(model.parameters(), lr=1e-3)
+    again.load_state_dict(adam.state_dict())
+    again.step()
+
+
+def test_step_names_a_gradient_of_the_wrong_shape_on_a_plain_tensor():
+    w = hw.randn(3, 2, requires_grad=True)  # a plain leaf, as in PyTorch's tutorials
+    opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    w.grad = hw.ones(2)  # a Parameter refuses this at assignment (tests/test_nn.py)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) has shape \(2,\)"):
+        opt.step()
+
+
+@pytest.mark.parametrize("momentum,centered,weight_decay,maximize",
+                         list(itertools.product([0.0, 0.9], [False, True], [0.0, 0.1], [False, True])))
+def test_rmsprop_matches_torch(momentum, centered, weight_decay, maximize, backend):
+    options = dict(lr=0.01, alpha=0.9, eps=1e-6, momentum=momentum, centered=centered,
+                   weight_decay=weight_decay, maximize=maximize)
+    run_side_by_side(lambda ps: optim.RMSprop(ps, **options),
+                     lambda ts: torch.optim.RMSprop(ts, **options, foreach=False), seed=5,
+                     backend=backend, tol=1e-11)
+    assert optim.RMSprop([hw.zeros(1, requires_grad=True)]).defaults["lr"] == \
+        torch.optim.RMSprop([torch.zeros(1, requires_grad=True)]).defaults["lr"]
+
+
+@pytest.mark.parametrize("lr_decay,weight_decay,initial,maximize",
+                         list(itertools.product([0.0, 0.05], [0.0, 0.1], [0.0, 0.3], [False, True])))
+def test_adagrad_matches_torch(lr_decay, weight_decay, initial, maximize, backend):
+    options = dict(lr=0.05, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial,
+                   eps=1e-10, maximize=maximize)
+    run_side_by_side(lambda ps: optim.Adagrad(ps, **options),
+                     lambda ts: torch.optim.Adagrad(ts, **options, foreach=False), seed=6,
+                     backend=backend, tol=1e-11)

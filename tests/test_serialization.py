@@ -3,6 +3,9 @@ a fresh model and onto a chosen backend, atomic writes, and clear errors for tru
 corrupted, foreign and future-version files."""
 import json
 import os
+import subprocess
+import sys
+import time
 import zipfile
 from collections import OrderedDict
 
@@ -186,3 +189,60 @@ def test_foreign_and_future_files(tmp_path):
         hw.load(future)
     with pytest.raises(FileNotFoundError):
         hw.load(tmp_path / "missing.hw")
+
+
+def _orphan(directory, name, age=60.0, suffix="abcd_123"):
+    """A temporary file as a save killed mid-write leaves it (aged ``age`` seconds)."""
+    tmp = directory / f".{name}.{suffix}.tmp"
+    tmp.write_bytes(b"PK\x03\x04 half a checkpoint")
+    old = time.time() - age
+    os.utime(tmp, (old, old))
+    return tmp
+
+
+def test_stale_temporaries_are_removed_by_the_next_save_and_load(tmp_path):
+    target = tmp_path / "run.ckpt"
+    orphan = _orphan(tmp_path, "run.ckpt")
+    other_target = _orphan(tmp_path, "run.ckpt.bak", suffix="zzzz9999")  # another file's temporary
+    unrelated = tmp_path / ".run.ckpt.notours.tmp"
+    unrelated.write_text("x")
+    young = _orphan(tmp_path, "run.ckpt", age=0.0, suffix="young000")  # a writer between mkstemp and lock
+    hw.save({"w": hw.ones(3)}, target)
+    assert not orphan.exists() and other_target.exists() and unrelated.exists() and young.exists()
+    orphan = _orphan(tmp_path, "run.ckpt", suffix="second00")
+    np.testing.assert_array_equal(hw.load(target)["w"].numpy(), np.ones(3, np.float32))
+    assert not orphan.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="POSIX locks")
+def test_a_temporary_that_a_live_writer_holds_is_kept(tmp_path):
+    import fcntl
+    held = _orphan(tmp_path, "live.ckpt")
+    with open(held, "rb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        hw.save([1, 2], tmp_path / "live.ckpt")
+        assert held.exists()
+    hw.save([1, 2], tmp_path / "live.ckpt")
+    assert not held.exists()
+
+
+def test_sigkill_during_save_leaves_no_orphan_after_the_next_save(tmp_path):
+    target = tmp_path / "big.ckpt"
+    hw.save({"step": 0}, target)
+    script = (f"import numpy as np, tinygrad_hw as hw\n"
+              f"x = np.zeros((4, 1 << 20), np.float32)\n"
+              f"i = 0\n"
+              f"while True:\n    i += 1\n    hw.save({{'step': i, 'x': x}}, {str(target)!r})\n")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not list(tmp_path.glob(".big.ckpt.*.tmp")):
+            time.sleep(0.01)  # kill it while a temporary exists
+    finally:
+        proc.kill()
+        proc.wait()
+    left = list(tmp_path.glob(".big.ckpt.*.tmp"))
+    for tmp in left:  # past the few seconds a fresh temporary is given
+        os.utime(tmp, (time.time() - 60, time.time() - 60))
+    assert isinstance(hw.load(target)["step"], int)  # the previous checkpoint is intact
+    assert not list(tmp_path.glob(".big.ckpt.*.tmp"))

@@ -49,3 +49,18 @@ def promote_types(a, b) -> numpy.dtype:
     if b.kind == "b":
         return a
     return numpy.promote_types(a, b)
+
+
+
+# PyTorch's dtype names (``hw.float32``, ``hw.long``...) as the NumPy dtypes that tensors use.
+# ``hw.float``, ``hw.int`` and ``hw.bool`` are set in the package's __init__, so that this module
+# does not shadow the builtins.
+float16 = half = numpy.dtype(numpy.float16)
+float32 = numpy.dtype(numpy.float32)
+float64 = double = numpy.dtype(numpy.float64)
+uint8 = numpy.dtype(numpy.uint8)
+int8 = numpy.dtype(numpy.int8)
+int16 = short = numpy.dtype(numpy.int16)
+int32 = numpy.dtype(numpy.int32)
+int64 = long = numpy.dtype(numpy.int64)
+bool_ = numpy.dtype(numpy.bool_)

@@ -15,7 +15,9 @@ Format (version 1): a zip archive, uncompressed, readable with the standard libr
 
 Saving writes a temporary file in the target's directory, flushes and fsyncs it, renames it over
 the target (atomic on POSIX and Windows) and fsyncs the directory: a crash mid-save leaves the
-previous checkpoint intact, never a truncated one.
+previous checkpoint intact, never a truncated one. The temporary file that a killed process
+leaves behind (``.<name>.XXXXXXXX.tmp``) is removed by the next save or load of the same path
+(:func:`remove_stale_temporaries`; one that a live writer holds is kept).
 
 Values that can be saved: Tensors (and Parameters), NumPy/CuPy arrays, NumPy scalars, None, bool,
 int, float, str, and lists, tuples and dicts (any Mapping; keys None/bool/int/float/str or tuples of
@@ -30,7 +32,9 @@ import hashlib
 import io
 import json
 import os
+import string
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 
@@ -39,7 +43,12 @@ import numpy
 from .backend import backend_of, get_backend
 from .tensor import Tensor
 
-__all__ = ["save", "load", "CheckpointError", "FORMAT_NAME", "FORMAT_VERSION"]
+try:  # POSIX: a writer holds a lock on its temporary file, which its death releases
+    import fcntl
+except ImportError:  # Windows: temporaries are judged by their age alone
+    fcntl = None
+
+__all__ = ["save", "load", "CheckpointError", "remove_stale_temporaries", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "tinygrad_hw.checkpoint"
 FORMAT_VERSION = 1
@@ -138,9 +147,12 @@ def save(obj, path) -> None:
                    for i, a in enumerate(encoder.arrays)],
     }
     directory = os.path.dirname(os.path.abspath(path))
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w+b") as f:
+            if fcntl is not None:  # held until the file is closed: the mark of a live writer
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
                 zf.writestr(_INDEX, json.dumps(index, separators=(",", ":")))
                 for entry, array in zip(index["arrays"], encoder.arrays):
@@ -162,6 +174,55 @@ def save(obj, path) -> None:
             pass
         raise
     _fsync_directory(directory)
+
+
+# mkstemp's random part: 8 characters of this alphabet
+_TMP_CHARS = frozenset(string.ascii_lowercase + string.digits + "_")
+STALE_SECONDS = 5.0  # younger temporaries are left alone (a writer between mkstemp and its lock)
+
+
+def remove_stale_temporaries(path) -> list:
+    """Delete the temporary files that interrupted :func:`save` calls to ``path`` left beside it
+    (``.<name>.XXXXXXXX.tmp``: a process killed mid-save cannot remove its own). A temporary that
+    a live writer still holds (its lock, on POSIX) or that is only seconds old is kept. Called by
+    every save and load of ``path``; returns the paths removed."""
+    path = os.path.abspath(os.fspath(path))
+    directory, name = os.path.split(path)
+    prefix = "." + name + "."
+    removed = []
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        middle = entry[len(prefix):-len(".tmp")]
+        if not (entry.startswith(prefix) and entry.endswith(".tmp") and len(middle) == 8
+                and set(middle) <= _TMP_CHARS):
+            continue
+        candidate = os.path.join(directory, entry)
+        try:
+            if now - os.stat(candidate).st_mtime < STALE_SECONDS:
+                continue
+            fd = os.open(candidate, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live writer holds it
+            elif now - os.fstat(fd).st_mtime < 3600:
+                continue
+            try:
+                os.unlink(candidate)
+                removed.append(candidate)
+            except OSError:  # a read-only folder: leave it
+                pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _sha256_of(f, length: int) -> str:
@@ -204,6 +265,7 @@ def load(path, backend=None):
     """
     path = os.fspath(path)
     be = get_backend(backend)
+    remove_stale_temporaries(path)
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         f.seek(0)

@@ -8,11 +8,14 @@ are here too; the factories (``zeros``, ``randn``...) are in :mod:`tinygrad_hw.c
 """
 from __future__ import annotations
 
+import collections
+import math
 import numbers
 
 import numpy
 
 from . import backend as _backend
+from . import device as _devices
 from . import ops
 from .autograd import engine
 from .backend import get_backend
@@ -191,14 +194,30 @@ class Tensor:
     def tolist(self):
         return self.numpy().tolist()
 
-    def to(self, backend=None, dtype=None) -> "Tensor":
-        """A copy on ``backend`` ('numpy'/'cupy') and/or with ``dtype``; differentiable for dtype."""
+    def to(self, *args, backend=None, dtype=None, device=None, copy=False, non_blocking=False) -> "Tensor":
+        """``torch.Tensor.to``: ``t.to('cpu')``, ``t.to('cuda')``, ``t.to(hw.float64)``,
+        ``t.to(other)`` (its backend and dtype), ``t.to('numpy', 'float32')``; backend names
+        'numpy'/'cupy' and PyTorch's device names 'cpu'/'cuda' both work. A change of dtype is
+        differentiable; a move between backends is not (the copy is a new leaf), and ``self``
+        itself comes back where nothing changes (``copy=True`` makes a copy then)."""
+        del non_blocking  # accepted for PyTorch code; copies here are synchronous
+        target = device if device is not None else backend
+        for arg in args:
+            if isinstance(arg, Tensor):
+                target, dtype = arg._be, arg.dtype
+            elif _devices.is_device_spec(arg):
+                target = arg
+            elif arg is not None:
+                dtype = arg
         out = self
-        if backend is not None and get_backend(backend) is not self._be:
-            be = get_backend(backend)
-            out = Tensor._make(be.asarray(self._be.to_numpy(self.data)), be, self.requires_grad)
+        if target is not None:
+            be = get_backend(_devices.backend_name(target))
+            if be is not self._be:
+                out = Tensor._make(be.asarray(self._be.to_numpy(self.data)), be, self.requires_grad)
         if dtype is not None:
             out = out.astype(dtype)
+        if copy and out is self:
+            out = self.clone()
         return out
 
     def cpu(self):
@@ -319,8 +338,8 @@ class Tensor:
     def __neg__(self): return ops.Neg.apply(self)
     def __pos__(self): return self
 
-    def add(self, other): return self + other
-    def sub(self, other): return self - other
+    def add(self, other, *, alpha=1): return self + (other if alpha == 1 else self._operand(other) * alpha)
+    def sub(self, other, *, alpha=1): return self - (other if alpha == 1 else self._operand(other) * alpha)
     def mul(self, other): return self * other
     def div(self, other): return self / other
     def pow(self, other): return self ** other
@@ -400,21 +419,47 @@ class Tensor:
         return self.var(axis, keepdims, dim=dim, keepdim=keepdim, correction=correction,
                         unbiased=unbiased).sqrt()
 
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        """Largest value over ``axis`` (values only, like ``torch.amax``; ties share the gradient)."""
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """PyTorch's three forms: ``t.max()`` the largest value (ties share the gradient, as in
+        PyTorch); ``t.max(dim, keepdim=False)`` the named pair ``(values, indices)`` with the
+        first maximal index (the gradient goes to it); ``t.max(other)`` the elementwise maximum.
+        ``amax`` reduces over several dims and gives values only."""
+        return self._extremum(ops.Max, self._be.xp.argmax, "max", dim, axis, keepdim or keepdims)
+
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """``t.min()``, ``t.min(dim, keepdim=False)`` -> ``(values, indices)``, ``t.min(other)``;
+        see :meth:`max`."""
+        return self._extremum(ops.Min, self._be.xp.argmin, "min", dim, axis, keepdim or keepdims)
+
+    def _extremum(self, op, argfn, name, dim, axis, keepdim):
+        if isinstance(dim, Tensor):
+            return self.maximum(dim) if name == "max" else self.minimum(dim)
+        dim = _axis_arg(axis, dim)
+        if dim is None:
+            return op.apply(self, axis=_axes(None, self.ndim), keepdims=bool(keepdim))
+        if not isinstance(dim, numbers.Integral):
+            raise TypeError(f"{name}(dim): dim must be an int, got {dim!r}; use a{name}() to reduce "
+                            "over several dims")
+        axis = _axes(dim, self.ndim)
+        if self.ndim and self.shape[axis[0]] == 0:
+            raise IndexError(f"{name}(): dimension {dim} of shape {self.shape} has no elements")
+        if not axis:  # a 0-d tensor: itself, index 0
+            return _return_type(name)(self, Tensor._make(self._be.xp.zeros((), numpy.int64), self._be))
+        indices = Tensor._make(argfn(self.data, axis=axis[0], keepdims=True).astype(numpy.int64), self._be)
+        values = self.gather(axis[0], indices)
+        if not keepdim:
+            values, indices = values.squeeze(axis[0]), indices.squeeze(axis[0])
+        return _return_type(name)(values, indices)
+
+    def amax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        """Largest value over ``axis`` (an int, a tuple or all); ties share the gradient evenly."""
         axis = _axes(_axis_arg(axis, dim), self.ndim)
         return ops.Max.apply(self, axis=axis, keepdims=_keep_arg(keepdims, keepdim))
 
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        """Smallest value over ``axis`` (values only, like ``torch.amin``)."""
+    def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        """Smallest value over ``axis`` (an int, a tuple or all); ties share the gradient evenly."""
         axis = _axes(_axis_arg(axis, dim), self.ndim)
         return ops.Min.apply(self, axis=axis, keepdims=_keep_arg(keepdims, keepdim))
-
-    def amax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return self.max(axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return self.min(axis, keepdims, dim=dim, keepdim=keepdim)
 
     def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
         return self._arg(self._be.xp.argmax, _axis_arg(axis, dim), _keep_arg(keepdims, keepdim))
@@ -433,7 +478,7 @@ class Tensor:
     def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
         """log(sum(exp(x))) computed stably (shifted by the detached maximum)."""
         axis = _axes(_axis_arg(axis, dim), self.ndim)
-        shift = self.detach().max(axis, keepdims=True)
+        shift = self.detach().amax(axis, keepdims=True)
         shift = shift.where(self._be.xp.isfinite(shift.data), 0)
         out = (self - shift).exp().sum(axis, keepdims=True).log() + shift
         return out if _keep_arg(keepdims, keepdim) else out.squeeze(axis)
@@ -578,10 +623,409 @@ class Tensor:
     def dot(self, other):
         return self.matmul(other)
 
+    # ==========================================================================================
+    # PyTorch idioms (issue 17): conversions, device, floor division, sorting, cumulative sums,
+    # norms, splitting and repeating, gather, masked_fill, flip/roll, any/all, sin/cos
+    # ==========================================================================================
+    @property
+    def device(self):
+        """PyTorch's name for the backend: ``device('cpu')`` (NumPy) or ``device('cuda')`` (CuPy)."""
+        return _devices.device("cuda" if self._be.name == "cupy" else "cpu")
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._be.name == "cupy"
+
+    def cuda(self): return self.to("cupy")
+
+    def __float__(self): return float(self._one_element("float"))
+    def __int__(self): return int(self._one_element("int"))
+
+    def __index__(self):
+        if self.dtype.kind not in "iu":
+            raise TypeError(f"only integer tensors of a single element can be used as an index, not {self.dtype}")
+        return int(self._one_element("index"))
+
+    def _one_element(self, what):
+        if self.data.size != 1:
+            raise TypeError(f"{what}(): only a tensor with one element can be converted to a Python "
+                            f"number, this one has shape {self.shape}")
+        return self.item()
+
+    def clone(self) -> "Tensor":
+        """A copy of the data that stays in the graph (the gradient flows back to ``self``)."""
+        return ops.Clone.apply(self)
+
+    def __floordiv__(self, other): return self._floor_divide(self, other)
+    def __rfloordiv__(self, other): return self._floor_divide(self._operand(other), self)
+    def __mod__(self, other): return self.remainder(other)
+    def __rmod__(self, other): return self._operand(other).remainder(self)
+
+    def floor_divide(self, other):
+        """``a // b`` rounded towards minus infinity (Python's and PyTorch's rule). Deviation: the
+        result carries no gradient (PyTorch records an op whose backward is not implemented)."""
+        return self._floor_divide(self, other)
+
+    def _floor_divide(self, a, b):
+        b = a._operand(b)
+        dtype = promote_types(a.dtype, b.dtype) if a.dtype != b.dtype else a.dtype
+        if dtype.kind in "iu" and bool((b.data == 0).any()):
+            raise ZeroDivisionError("floor_divide: integer division by zero")
+        out = self._be.xp.floor_divide(a.data.astype(dtype, copy=False), b.data.astype(dtype, copy=False))
+        return Tensor._make(out, self._be)
+
+    def remainder(self, other):
+        """``a % b`` with the sign of ``b`` (Python's and PyTorch's rule): ``a - (a // b) * b``;
+        the gradient is 1 for ``a`` and ``-(a // b)`` for ``b``, as in PyTorch."""
+        other = self._operand(other)
+        return self - (self // other) * other
+
+    def floor(self): return Tensor._make(self._be.xp.floor(self.data), self._be)
+    def ceil(self): return Tensor._make(self._be.xp.ceil(self.data), self._be)
+    def round(self): return Tensor._make(self._be.xp.round(self.data), self._be)
+    def sin(self): return self._float_op(ops.Sin)
+    def cos(self): return self._float_op(ops.Cos)
+
+    def gather(self, dim, index):
+        """``torch.gather``: ``out[i][j] = self[index[i][j]][j]`` for ``dim=0`` (and so on); the
+        gradient is scattered back, repeated indices adding up."""
+        index = index.data if isinstance(index, Tensor) else self._be.asarray(index)
+        if index.ndim != self.ndim:
+            raise ValueError(f"gather: index has {index.ndim} dims, the tensor {self.ndim}")
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"gather: index must be an integer tensor, got {index.dtype}")
+        dim = _axes(dim, self.ndim)[0] if self.ndim else 0
+        if not self.ndim:
+            return self.clone()
+        xp = self._be.xp
+        items = []
+        for d in range(self.ndim):
+            if d == dim:
+                items.append(index)
+            else:
+                if index.shape[d] > self.shape[d]:
+                    raise ValueError(f"gather: index shape {tuple(index.shape)} is larger than the "
+                                     f"tensor's {self.shape} in dim {d}")
+                shape = [1] * self.ndim
+                shape[d] = index.shape[d]
+                items.append(xp.arange(index.shape[d]).reshape(shape))
+        return ops.GetItem.apply(self, index=tuple(items))
+
+    def take_along_dim(self, indices, dim): return self.gather(dim, indices)
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        """``(values, indices)`` sorted along ``dim``; this sort is always stable (ties keep their
+        order), which is one of the orders PyTorch may give."""
+        indices = self.argsort(dim, descending=descending, stable=stable)
+        return _return_type("sort")(self.gather(dim, indices) if self.ndim else self, indices)
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        """Indices that sort along ``dim`` (stable; see :meth:`sort`)."""
+        del stable  # always stable
+        xp = self._be.xp
+        if not self.ndim:
+            return Tensor._make(xp.zeros((), numpy.int64), self._be)
+        dim = _axes(dim, self.ndim)[0]
+        a = self.data
+        if descending:  # sort the reversed array ascending, then read it backwards: stable too
+            n = a.shape[dim]
+            rev = [slice(None)] * self.ndim
+            rev[dim] = slice(None, None, -1)
+            rev = tuple(rev)
+            idx = (n - 1 - _stable_argsort(xp, a[rev], dim))[rev]
+        else:
+            idx = _stable_argsort(xp, a, dim)
+        return Tensor._make(idx.astype(numpy.int64), self._be)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """``(values, indices)`` of the ``k`` largest (or smallest) along ``dim``, in sorted order."""
+        dim = _axes(dim, self.ndim)[0] if self.ndim else 0
+        n = self.shape[dim] if self.ndim else 1
+        if not 0 <= k <= n:
+            raise IndexError(f"topk: k={k} is out of range for dimension {dim} of size {n}")
+        indices = self.argsort(dim, descending=largest)
+        if self.ndim:
+            cut = [slice(None)] * self.ndim
+            cut[dim] = slice(0, k)
+            indices = Tensor._make(indices.data[tuple(cut)], self._be)
+        return _return_type("topk")(self.gather(dim, indices) if self.ndim else self, indices)
+
+    def cumsum(self, dim, *, dtype=None):
+        x = self if dtype is None else self.astype(dtype)
+        if x.dtype.kind == "b" or (dtype is None and x.dtype.kind in "iu"):
+            x = x.astype(numpy.int64)  # PyTorch sums bools and integers in int64
+        if not x.ndim:
+            return x.clone()
+        return ops.Cumsum.apply(x, axis=_axes(dim, x.ndim)[0])
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """``torch.norm``/``Tensor.norm``: the vector p-norm over ``dim`` (all elements by default);
+        ``p`` is 'fro' or 2 (Euclidean, gradient 0 at zero), 1, inf, -inf, 0 or any other number.
+        The nuclear norm and matrix norms other than Frobenius are not implemented."""
+        x = self if dtype is None else self.astype(dtype)
+        x = x if is_float(x.dtype) else x.astype(get_default_dtype())
+        axis = _axes(dim, x.ndim)
+        if p == "fro" or p == 2:
+            return ops.Norm2.apply(x, axis=axis, keepdims=bool(keepdim))
+        if isinstance(p, str):
+            raise NotImplementedError(f"norm: p={p!r} is not implemented (use 'fro' or a number)")
+        p = float(p)
+        if p == numpy.inf:
+            return x.abs().amax(axis, keepdim)
+        if p == -numpy.inf:
+            return x.abs().amin(axis, keepdim)
+        if p == 0:
+            return (x != 0).astype(x.dtype).sum(axis, keepdim)
+        if p == 1:
+            return x.abs().sum(axis, keepdim)
+        return ops.NormP.apply(x, axis=axis, keepdims=bool(keepdim), p=p)
+
+    def repeat(self, *sizes):
+        """``torch.Tensor.repeat``: tile the tensor ``sizes[i]`` times along dim i (``numpy.tile``)."""
+        sizes = as_shape(sizes)
+        if len(sizes) < self.ndim:
+            raise ValueError(f"repeat: {len(sizes)} repeat counts for a tensor with {self.ndim} dims "
+                             "(give at least one per dim)")
+        if any(r < 0 for r in sizes):
+            raise ValueError(f"repeat: counts must be non-negative, got {sizes}")
+        x = self.reshape((1,) * (len(sizes) - self.ndim) + self.shape)
+        interleaved = [n for size in x.shape for n in (1, size)]
+        target = [n for r, size in zip(sizes, x.shape) for n in (r, size)]
+        return x.reshape(interleaved).expand(target).reshape([r * n for r, n in zip(sizes, x.shape)])
+
+    def tile(self, *dims):
+        dims = as_shape(dims)
+        return self.repeat((1,) * (self.ndim - len(dims)) + dims)
+
+    def split(self, split_size_or_sections, dim=0):
+        """Pieces along ``dim``: of ``split_size`` each (the last may be smaller), or of the sizes
+        in a list (which must add up to the dim's size)."""
+        dim = _axes(dim, self.ndim)[0]
+        n = self.shape[dim]
+        if isinstance(split_size_or_sections, numbers.Integral):
+            size = int(split_size_or_sections)
+            if size <= 0 and n:
+                raise ValueError(f"split: split_size must be positive, got {size}")
+            sizes = [min(size, n - i) for i in range(0, n, size)] if n else [0]
+        else:
+            sizes = [int(s) for s in split_size_or_sections]
+            if sum(sizes) != n or any(s < 0 for s in sizes):
+                raise ValueError(f"split: sections {sizes} do not add up to {n}, the size of dim {dim}")
+        out, start = [], 0
+        lead = (slice(None),) * dim
+        for size in sizes:
+            out.append(self[lead + (slice(start, start + size),)])
+            start += size
+        return tuple(out)
+
+    def chunk(self, chunks, dim=0):
+        """``torch.chunk``: at most ``chunks`` pieces of ``ceil(n / chunks)`` along ``dim``."""
+        if chunks <= 0:
+            raise ValueError(f"chunk: chunks must be positive, got {chunks}")
+        n = self.shape[_axes(dim, self.ndim)[0]]
+        return self.split(max(-(-n // chunks), 1), dim)
+
+    def unbind(self, dim=0):
+        dim = _axes(dim, self.ndim)[0]
+        lead = (slice(None),) * dim
+        return tuple(self[lead + (i,)] for i in range(self.shape[dim]))
+
+    def narrow(self, dim, start, length):
+        dim = _axes(dim, self.ndim)[0]
+        start = start % self.shape[dim] if start < 0 else start
+        if start + length > self.shape[dim] or length < 0:
+            raise IndexError(f"narrow: start {start} + length {length} exceeds dimension {dim} of size {self.shape[dim]}")
+        return self[(slice(None),) * dim + (slice(start, start + length),)]
+
+    def masked_fill(self, mask, value):
+        """A copy with ``value`` where ``mask`` is True (out of place; the gradient flows where it is
+        False). ``value`` is a number or a 0-d tensor, cast to this tensor's dtype."""
+        mask = mask.data if isinstance(mask, Tensor) else self._be.asarray(mask)
+        if mask.dtype.kind != "b":
+            raise TypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
+        _check_broadcast("masked_fill", self.shape, mask.shape)
+        if isinstance(value, Tensor):
+            if value.ndim:
+                raise ValueError(f"masked_fill: value must be a number or a 0-d tensor, got shape {value.shape}")
+            fill = value.astype(self.dtype)
+        else:
+            fill = Tensor._make(self._be.xp.asarray(value).astype(self.dtype), self._be)
+        out = where(Tensor._make(mask, self._be), fill, self)
+        return out if out.shape == self.shape else out.expand(self.shape)
+
+    def flip(self, *dims):
+        """Reverse the order along each of ``dims``."""
+        axes = _axes(as_shape(dims), self.ndim)
+        index = tuple(slice(None, None, -1) if d in axes else slice(None) for d in range(self.ndim))
+        return self[index] if axes else self
+
+    def roll(self, shifts, dims=None):
+        """``torch.roll``: shift elements along ``dims`` (the flattened tensor when None), wrapping."""
+        if dims is None:
+            return self.flatten().roll(shifts, 0).reshape(self.shape)
+        shifts = (shifts,) if isinstance(shifts, numbers.Integral) else tuple(shifts)
+        dims = (dims,) if isinstance(dims, numbers.Integral) else tuple(dims)
+        if len(shifts) != len(dims):
+            raise ValueError(f"roll: {len(shifts)} shifts for {len(dims)} dims")
+        out = self
+        for shift, d in zip(shifts, dims):
+            d = _axes(d, self.ndim)[0]
+            n = self.shape[d]
+            if n == 0 or shift % n == 0:
+                continue
+            k = shift % n
+            lead = (slice(None),) * d
+            out = cat([out[lead + (slice(n - k, n),)], out[lead + (slice(0, n - k),)]], dim=d)
+        return out
+
+    def any(self, dim=None, keepdim=False):
+        return self._logical(self._be.xp.any, dim, keepdim)
+
+    def all(self, dim=None, keepdim=False):
+        return self._logical(self._be.xp.all, dim, keepdim)
+
+    def _logical(self, fn, dim, keepdim):
+        axis = _axes(dim, self.ndim)
+        return Tensor._make(fn(self.data.astype(bool, copy=False), axis=axis, keepdims=keepdim), self._be)
+
+    def new_zeros(self, *size): return Tensor._make(self._be.xp.zeros(as_shape(size), self.dtype), self._be)
+    def new_ones(self, *size): return Tensor._make(self._be.xp.ones(as_shape(size), self.dtype), self._be)
+    def new_full(self, size, fill_value): return Tensor._make(self._be.xp.full(tuple(size), fill_value, self.dtype), self._be)
+    def new_tensor(self, data): return Tensor(data, dtype=self.dtype, backend=self._be)
+    def type_as(self, other): return self.astype(other.dtype)
+    def is_floating_point(self) -> bool: return is_float(self.dtype)
+    def movedim(self, source, destination):
+        order = [d for d in range(self.ndim) if d != source % self.ndim]
+        order.insert(destination % self.ndim, source % self.ndim)
+        return self.permute(*order)
+    def swapaxes(self, axis0, axis1): return self.transpose(axis0, axis1)
+    def view_as(self, other): return self.reshape(other.shape)
+    def reshape_as(self, other): return self.reshape(other.shape)
+    def unflatten(self, dim, sizes):
+        dim = _axes(dim, self.ndim)[0]
+        return self.reshape(self.shape[:dim] + tuple(sizes) + self.shape[dim + 1:])
+    def t(self):
+        if self.ndim > 2:
+            raise ValueError(f"t(): expects a tensor with at most 2 dims, got {self.ndim} (use transpose or mT)")
+        return self.transpose(0, 1) if self.ndim == 2 else self
+    def nelement(self) -> int: return self.numel()
+    def ndimension(self) -> int: return self.ndim
+    def element_size(self) -> int: return int(self.dtype.itemsize)
+    def is_contiguous(self) -> bool: return True  # every op gives a fresh (or reshaped) array
+
+    def clamp_min(self, min): return self.clamp(min=min)  # noqa: A002
+    def clamp_max(self, max): return self.clamp(max=max)  # noqa: A002
+    def log2(self): return self.log() / math.log(2.0)
+    def log10(self): return self.log() / math.log(10.0)
+    def exp2(self): return (self * math.log(2.0)).exp() if is_float(self.dtype) else self.astype(get_default_dtype()).exp2()
+
+    # tests and logical operations: no gradient, bool results
+    def isnan(self): return Tensor._make(self._be.xp.isnan(self.data), self._be)
+    def isinf(self): return Tensor._make(self._be.xp.isinf(self.data), self._be)
+    def isfinite(self): return Tensor._make(self._be.xp.isfinite(self.data), self._be)
+    def logical_not(self): return Tensor._make(self._be.xp.logical_not(self.data), self._be)
+    def logical_and(self, other): return self._compare(self._be.xp.logical_and, other)
+    def logical_or(self, other): return self._compare(self._be.xp.logical_or, other)
+    def logical_xor(self, other): return self._compare(self._be.xp.logical_xor, other)
+    def nonzero(self): return Tensor._make(self._be.xp.stack(self._be.xp.nonzero(self.data), axis=-1).astype(numpy.int64), self._be)
+    def count_nonzero(self, dim=None): return (self != 0).sum(dim)
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+        other = self._operand(other)
+        return bool(self._be.xp.allclose(self.data, other.data, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+    def equal(self, other) -> bool:
+        """Same shape and same values (``torch.equal``)."""
+        other = self._operand(other)
+        return self.shape == other.shape and bool((self.data == other.data).all())
+
+    # matrix products with torch's stricter shape rules
+    def mm(self, other):
+        other = self._operand(other)
+        if self.ndim != 2 or other.ndim != 2:
+            raise ValueError(f"mm: expects two 2-D tensors, got {self.shape} and {other.shape}")
+        return self.matmul(other)
+
+    def bmm(self, other):
+        other = self._operand(other)
+        if self.ndim != 3 or other.ndim != 3 or self.shape[0] != other.shape[0]:
+            raise ValueError(f"bmm: expects two 3-D tensors with the same batch, got {self.shape} and {other.shape}")
+        return self.matmul(other)
+
+    def outer(self, other):
+        other = self._operand(other)
+        if self.ndim != 1 or other.ndim != 1:
+            raise ValueError(f"outer: expects two 1-D tensors, got {self.shape} and {other.shape}")
+        return self.unsqueeze(1) * other.unsqueeze(0)
+
+    def tril(self, diagonal=0): return self._triangle(diagonal, lower=True)
+    def triu(self, diagonal=0): return self._triangle(diagonal, lower=False)
+
+    def _triangle(self, diagonal, lower):
+        if self.ndim < 2:
+            raise ValueError(f"tril/triu: expects at least 2 dims, got {self.shape}")
+        xp = self._be.xp
+        n, m = self.shape[-2:]
+        keep = (xp.tril if lower else xp.triu)(xp.ones((n, m), dtype=bool), k=diagonal)
+        return where(Tensor._make(keep, self._be), self, self.new_zeros(()))
+
+    def index_select(self, dim, index):
+        """The entries at ``index`` (1-D integers) along ``dim``; the gradient is scattered back."""
+        index = index.data if isinstance(index, Tensor) else self._be.asarray(index)
+        if index.ndim != 1 or index.dtype.kind not in "iu":
+            raise ValueError(f"index_select: index must be a 1-D integer tensor, got shape {tuple(index.shape)} of {index.dtype}")
+        dim = _axes(dim, self.ndim)[0]
+        return ops.GetItem.apply(self, index=(slice(None),) * dim + (index,))
+
+    def masked_select(self, mask):
+        """The entries where ``mask`` (broadcast to this shape) is True, as a 1-D tensor."""
+        mask = mask.data if isinstance(mask, Tensor) else self._be.asarray(mask)
+        if mask.dtype.kind != "b":
+            raise TypeError(f"masked_select: mask must be a bool tensor, got {mask.dtype}")
+        shape = numpy.broadcast_shapes(self.shape, tuple(mask.shape))
+        x = self.expand(shape) if shape != self.shape else self
+        return ops.GetItem.apply(x, index=self._be.xp.broadcast_to(mask, shape))
+
+    def repeat_interleave(self, repeats, dim=None):
+        """Each element ``repeats`` (an int) times in a row along ``dim`` (the flattened tensor when None)."""
+        if not isinstance(repeats, numbers.Integral) or repeats < 0:
+            raise ValueError(f"repeat_interleave: repeats must be a non-negative int, got {repeats!r}")
+        if dim is None:
+            return self.flatten().repeat_interleave(repeats, 0)
+        dim = _axes(dim, self.ndim)[0]
+        index = self._be.xp.repeat(self._be.xp.arange(self.shape[dim]), int(repeats))
+        return self.index_select(dim, Tensor._make(index, self._be))
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
+        """Product over ``dim`` (all elements by default); bools and integers multiply in int64,
+        as in PyTorch. The gradient is exact where there are zeros."""
+        x = self if dtype is None else self.astype(dtype)
+        if x.dtype.kind == "b" or (dtype is None and x.dtype.kind in "iu"):
+            x = x.astype(numpy.int64)
+        return ops.Prod.apply(x, axis=_axes(dim, x.ndim), keepdims=bool(keepdim))
+    # ====================================== end of the issue-17 block ========================
+
 
 # --------------------------------------------------------------------------------------------------
 # helpers and module-level functions
 # --------------------------------------------------------------------------------------------------
+def _stable_argsort(xp, a, axis):
+    """A stable argsort on any backend: NumPy needs ``kind='stable'``; CuPy's argsort is always
+    stable and, in some versions, takes no ``kind``."""
+    try:
+        return xp.argsort(a, axis=axis, kind="stable")
+    except (TypeError, ValueError, NotImplementedError):
+        return xp.argsort(a, axis=axis)
+
+
+def _return_type(name):
+    """PyTorch's ``torch.return_types.<name>``: a named pair ``(values, indices)``."""
+    return _RETURN_TYPES[name]
+
+
+_RETURN_TYPES = {name: collections.namedtuple(name, ["values", "indices"]) for name in
+                 ("max", "min", "sort", "topk", "kthvalue", "median", "mode")}
+
+
 def as_shape(shape) -> tuple:
     """A shape given as ``(2, 3)`` or as ``2, 3`` (``reshape(2, 3)``, ``zeros(2, 3)``) as a tuple."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):

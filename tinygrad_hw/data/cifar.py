@@ -11,10 +11,15 @@ Two layouts are recognised, detected automatically:
    searched folder a zip is recognised by a name containing "cifar"; a zip given as ``root``
    may have any name.
 
-Decoding 60,000 images takes seconds, so the decoded arrays are cached as ``.npy`` files (one
-images file and one labels file per split) in ``$TINYGRAD_HW_CACHE`` or
-``~/.cache/tinygrad_hw``, keyed by the source's path, size and modification time; later loads
-memory-map them. The source folder may be read-only: nothing is ever written next to it.
+Decoding 60,000 images takes seconds, so the decoded arrays are cached as ``.npy`` files (an
+images file, a labels file and their SHA-256 per split) in ``$TINYGRAD_HW_CACHE`` or
+``~/.cache/tinygrad_hw``, keyed by the SHA-256 of the data's contents (the same zip found at two
+paths shares one entry; a file's digest is remembered under its path, size and mtime so that an
+unchanged file is not hashed again). Every load checks the entry's checksum (a flipped byte
+means decoding again, with a warning) and memory-maps it. The cache is bounded: after writing
+an entry the least recently used others are deleted until it holds at most 1 GiB
+(``$TINYGRAD_HW_CACHE_MAX_MB``; :func:`prune_cache`). The source folder may be read-only:
+nothing is ever written next to it.
 
 Anything missing, truncated or corrupt (a bad zip member, an image that does not decode, a class
 folder that is missing or holds the wrong number of images, a pickled batch of the wrong shape)
@@ -24,9 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -36,13 +43,16 @@ from .cifar_formats import (BATCHES_DIR, CLASSES, HOW_TO_GET, IMAGE_SHAPE, PER_C
                             TARBALL_MD5, TARBALL_NAME, URL, DatasetError, Source, decode_split)
 
 __all__ = ["CIFAR10", "DatasetError", "CLASSES", "MEAN", "STD", "download_cifar10",
-           "default_cache_dir", "locate"]
+           "default_cache_dir", "prune_cache", "cache_limit_bytes", "locate"]
 
 # per-channel mean and standard deviation of the training images, for normalisation
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 # Bump when the decoding changes, so that stale caches are not reused.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
+# The cache's default bound (bytes); $TINYGRAD_HW_CACHE_MAX_MB overrides it. One copy of CIFAR-10
+# (both splits) decodes to 184 MB.
+CACHE_MAX_BYTES = 1 << 30
 
 # -- where the data is --------------------------------------------------------------------------
 def _detect(path: Path) -> Source | None:
@@ -213,31 +223,85 @@ def _stat_key(path: Path) -> str:
     return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _cache_key(source: Source, split: str, per_class: int) -> str:
-    """A digest of everything the decoded arrays depend on: the files' paths, sizes and mtimes."""
-    parts = [f"v{_CACHE_FORMAT}", source.kind, split, str(per_class)]
+def _source_files(source: Source, split: str) -> list:
+    """(name, path) of the files the decoded ``split`` depends on, in a fixed order; the name is
+    the file's place within the data set ('' for an archive, whose own name does not matter)."""
     if source.kind in ("zip", "tarball"):
-        parts.append(_stat_key(source.path))
-    elif source.kind == "batches":
-        parts += [_stat_key(source.path / name) if (source.path / name).exists() else name
-                  for name in SPLIT_BATCHES[split]]
-    else:  # an image-folder directory: every file of the split counts
-        split_dir = source.path / split
-        for dirpath, dirnames, filenames in os.walk(split_dir):
-            dirnames.sort()
-            parts += [_stat_key(Path(dirpath) / f) for f in sorted(filenames)]
+        return [("", source.path)]
+    if source.kind == "batches":
+        return [(name, source.path / name) for name in SPLIT_BATCHES[split] if (source.path / name).exists()]
+    files = []
+    for dirpath, dirnames, filenames in os.walk(source.path / split):  # an image-folder directory
+        dirnames.sort()
+        files += [(os.path.relpath(os.path.join(dirpath, f), source.path), Path(dirpath) / f)
+                  for f in sorted(filenames)]
+    return files
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _content_digest(files, cache_dir: Path) -> str:
+    """SHA-256 of the files' contents (and their names within the data set). Hashing a 160 MB
+    archive takes a fraction of a second; ``digests.json`` in the cache remembers each file's
+    digest under its path, size and mtime so that an unchanged file is not read again."""
+    memo_path = cache_dir / "digests.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    h, changed = hashlib.sha256(), False
+    for name, path in files:
+        stat = _stat_key(path)
+        digest = memo.get(stat)
+        if digest is None:
+            digest = memo[stat] = _file_digest(path)
+            changed = True
+        h.update(f"{name}:{digest}\n".encode())
+    if changed:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".digests.", suffix=".tmp", dir=cache_dir)
+            with os.fdopen(fd, "w") as f:
+                json.dump({k: v for k, v in memo.items() if os.path.exists(k.split("|")[0])}, f)
+            os.replace(tmp, memo_path)
+        except OSError:
+            pass  # an unwritable cache: the digests are recomputed next time
+    return h.hexdigest()
+
+
+def _cache_key(source: Source, split: str, per_class: int, cache_dir: Path) -> str:
+    """A digest of everything the decoded arrays depend on: the data's contents (not where it
+    is: the same zip found at two paths shares one entry), its layout, the split, the format."""
+    parts = [f"v{_CACHE_FORMAT}", source.kind, split, str(per_class),
+             _content_digest(_source_files(source, split), cache_dir)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
-def _cache_paths(cache_dir: Path, split: str, key: str) -> tuple[Path, Path]:
+def _cache_paths(cache_dir: Path, split: str, key: str) -> tuple[Path, Path, Path]:
     stem = cache_dir / f"cifar10-{split}-{key}"
-    return Path(f"{stem}-images.npy"), Path(f"{stem}-labels.npy")
+    return Path(f"{stem}-images.npy"), Path(f"{stem}-labels.npy"), Path(f"{stem}.sha256")
 
 
-def _load_cache(images_path: Path, labels_path: Path):
-    if not (images_path.exists() and labels_path.exists()):
+def _entry_digest(images_path: Path, labels_path: Path) -> str:
+    return f"{_file_digest(images_path)} {_file_digest(labels_path)}"
+
+
+def _load_cache(images_path: Path, labels_path: Path, digest_path: Path):
+    """The cached arrays if the entry is complete and its files still have the SHA-256 written
+    with them (a flipped byte is caught and the entry rebuilt); None otherwise."""
+    if not (images_path.exists() and labels_path.exists() and digest_path.exists()):
         return None
     try:
+        if digest_path.read_text().strip() != _entry_digest(images_path, labels_path):
+            warnings.warn(f"ignoring corrupted cache {images_path} (checksum mismatch); decoding again",
+                          stacklevel=3)
+            return None
         images = numpy.load(images_path, mmap_mode="r")
         labels = numpy.load(labels_path)
     except Exception as exc:  # a damaged cache is rebuilt, not trusted
@@ -247,16 +311,19 @@ def _load_cache(images_path: Path, labels_path: Path):
             or labels.dtype != numpy.int64 or labels.shape != images.shape[:1]):
         warnings.warn(f"ignoring malformed cache {images_path}", stacklevel=3)
         return None
+    try:
+        os.utime(digest_path)  # the entry's last use, for pruning
+    except OSError:
+        pass
     return images, labels
 
 
-def _save_atomic(path: Path, array: numpy.ndarray):
-    """Write ``array`` to ``path`` through a temporary file and a rename, so readers never see
-    half a file."""
+def _save_atomic(path: Path, write):
+    """Write ``path`` through a temporary file and a rename, so readers never see half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            numpy.save(f, array)
+            write(f)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache may be shared
         os.replace(tmp, path)
     finally:
@@ -264,18 +331,87 @@ def _save_atomic(path: Path, array: numpy.ndarray):
             os.unlink(tmp)
 
 
-def _save_cache(images_path: Path, labels_path: Path, images, labels) -> bool:
+def _save_cache(paths, images, labels) -> bool:
+    images_path, labels_path, digest_path = paths
     try:
         images_path.parent.mkdir(parents=True, exist_ok=True)
-        # Labels first: the images file appearing is what marks the entry complete.
-        _save_atomic(labels_path, labels)
-        _save_atomic(images_path, images)
-        return True
+        # The checksum last: its file appearing is what marks the entry complete.
+        _save_atomic(labels_path, lambda f: numpy.save(f, labels))
+        _save_atomic(images_path, lambda f: numpy.save(f, images))
+        digest = _entry_digest(images_path, labels_path)
+        _save_atomic(digest_path, lambda f: f.write(digest.encode()))
     except OSError as exc:
         warnings.warn(f"could not write the CIFAR-10 cache in {images_path.parent} ({exc}); "
                       "set $TINYGRAD_HW_CACHE to a writable folder to make later loads fast",
                       stacklevel=3)
         return False
+    prune_cache(images_path.parent, keep=paths)
+    return True
+
+
+def cache_limit_bytes() -> int:
+    """The cache's bound: ``$TINYGRAD_HW_CACHE_MAX_MB`` megabytes, else 1 GiB."""
+    env = os.environ.get("TINYGRAD_HW_CACHE_MAX_MB")
+    try:
+        return int(float(env) * (1 << 20)) if env else CACHE_MAX_BYTES
+    except ValueError:
+        return CACHE_MAX_BYTES
+
+
+def prune_cache(cache_dir=None, limit: int | None = None, keep=()) -> list:
+    """Delete the least recently used CIFAR-10 cache entries (older formats' and the leftovers of
+    interrupted writes included) until the cache holds at most ``limit`` bytes (default
+    :func:`cache_limit_bytes`); the entry ``keep`` (its paths) stays. Returns the removed paths."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    limit = cache_limit_bytes() if limit is None else int(limit)
+    keep = {os.path.abspath(p) for p in keep}
+    entries = {}  # stem -> [paths]
+    try:
+        names = os.listdir(cache_dir)
+    except OSError:
+        return []
+    now = time.time()
+    for name in names:
+        path = cache_dir / name
+        if name.startswith(".cifar10-") and name.endswith(".tmp"):  # an interrupted write
+            try:
+                if now - path.stat().st_mtime > 3600:
+                    entries.setdefault(name, []).append(path)
+            except OSError:
+                pass
+            continue
+        if not name.startswith("cifar10-"):
+            continue
+        stem = name.split("-images.npy")[0].split("-labels.npy")[0].split(".sha256")[0]
+        entries.setdefault(stem, []).append(path)
+
+    def last_use(paths):
+        try:
+            return max(p.stat().st_mtime for p in paths)
+        except OSError:
+            return 0.0
+
+    def size(paths):
+        return sum(p.stat().st_size for p in paths if p.exists())
+
+    total = sum(size(paths) for paths in entries.values())
+    removed = []
+    for stem, paths in sorted(entries.items(), key=lambda item: last_use(item[1])):
+        if any(os.path.abspath(p) in keep for p in paths):
+            continue
+        if total <= limit:
+            break
+        complete = any(p.name.endswith(".sha256") for p in paths)
+        if not complete and now - last_use(paths) < 3600:
+            continue  # without its checksum yet: perhaps another process's write in progress
+        for p in paths:
+            try:
+                total -= p.stat().st_size
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 # -- the data set -------------------------------------------------------------------------------
@@ -314,14 +450,13 @@ class CIFAR10:
     def _load(self, cache: bool, cache_dir):
         if not cache:
             return decode_split(self.source, self.split, self.per_class)
-        key = _cache_key(self.source, self.split, self.per_class)
-        images_path, labels_path = _cache_paths(
-            Path(cache_dir) if cache_dir is not None else default_cache_dir(), self.split, key)
-        cached = _load_cache(images_path, labels_path)
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        paths = _cache_paths(cache_dir, self.split, _cache_key(self.source, self.split, self.per_class, cache_dir))
+        cached = _load_cache(*paths)
         if cached is not None:
             return cached
         images, labels = decode_split(self.source, self.split, self.per_class)
-        _save_cache(images_path, labels_path, images, labels)
+        _save_cache(paths, images, labels)
         return images, labels
 
     def __len__(self) -> int:

@@ -190,6 +190,6 @@ def split_ranges(be, length, nbytes):
     """(start, stop) ranges of ``length`` items for a memory-bound kernel: one per worker on NumPy
     when ``nbytes`` reaches ``SPLIT_BYTES``, else one range."""
     parts = min(worker_count(), length) if be.name == "numpy" and nbytes >= SPLIT_BYTES else 1
-    per = -(-length // max(parts, 1))
+    per = max(-(-length // max(parts, 1)), 1)  # >= 1: an empty batch is one empty range
     return [(s, min(length, s + per)) for s in range(0, length, per)] or [(0, 0)]
 

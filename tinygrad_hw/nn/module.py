@@ -42,6 +42,63 @@ class Parameter(Tensor):
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
+    # ``.data`` and ``.grad`` are checked when assigned, as PyTorch checks them, so that a wrong
+    # value fails at the line that assigns it rather than later inside a layer or ``opt.step()``.
+    # Deviation: PyTorch lets ``p.data = t`` change the shape; here a parameter keeps its shape
+    # (optimizer state and the module's layers depend on it). A Tensor is unwrapped to its array.
+    @property
+    def data(self):
+        return _DATA_SLOT.__get__(self, Parameter)
+
+    @data.setter
+    def data(self, value):
+        try:
+            old = _DATA_SLOT.__get__(self, Parameter)
+        except AttributeError:  # the first assignment, from Tensor._init
+            _DATA_SLOT.__set__(self, value)
+            return
+        if isinstance(value, Tensor):
+            value = value.data
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")) or isinstance(value, numpy.generic):
+            raise TypeError(f"Parameter.data: expected an array (or a Tensor) of shape {tuple(old.shape)}, "
+                            f"got {type(value).__name__}")
+        try:
+            be = backend_of(value)
+        except TypeError:
+            raise TypeError(f"Parameter.data: expected a NumPy or CuPy array, got {type(value).__name__}") from None
+        if be is not self._be:
+            raise ValueError(f"Parameter.data: the array is on backend {be.name}, the parameter on "
+                             f"{self._be.name}; move the parameter with .to({be.name!r})")
+        if tuple(value.shape) != tuple(old.shape):
+            raise ValueError(f"Parameter.data: shape {tuple(value.shape)} differs from the parameter's "
+                             f"{tuple(old.shape)}")
+        if self.requires_grad and value.dtype.kind != "f":
+            raise TypeError(f"Parameter.data: a parameter that requires grad needs a floating array, got {value.dtype}")
+        _DATA_SLOT.__set__(self, value)
+
+    @property
+    def grad(self):
+        return _GRAD_SLOT.__get__(self, Parameter)
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None, got {type(value).__name__}")
+            data = _DATA_SLOT.__get__(self, Parameter)
+            if value._be is not self._be:
+                raise ValueError(f"assigned grad is on backend {value.backend}, the parameter on {self.backend}")
+            if tuple(value.data.shape) != tuple(data.shape):
+                raise ValueError(f"assigned grad has shape {tuple(value.data.shape)}, the parameter "
+                                 f"{tuple(data.shape)}")
+            if value.data.dtype != data.dtype:
+                raise TypeError(f"assigned grad has dtype {value.data.dtype}, the parameter {data.dtype}")
+        _GRAD_SLOT.__set__(self, value)
+
+
+_DATA_SLOT = Tensor.__dict__["data"]  # the slot descriptors that Parameter's properties wrap
+_GRAD_SLOT = Tensor.__dict__["grad"]
+
 
 def _default_float():
     from ..dtypes import get_default_dtype
@@ -381,9 +438,13 @@ class Module:
         backend, dtype = _split_to_args(args, kwargs)
         for t in list(self.parameters()) + list(self.buffers()):
             src = t._be
-            t.data = _moved_array(t.data, src, backend, dtype)
+            moved = _moved_array(t.data, src, backend, dtype)
             if backend is not None:
                 t._be = backend
+            if isinstance(t, Parameter):  # a new dtype (and backend): past the assignment checks
+                _DATA_SLOT.__set__(t, moved)
+            else:
+                t.data = moved
             if isinstance(t.grad, Tensor):
                 g = t.grad
                 t.grad = Tensor._make(_moved_array(g.data, g._be, backend or g._be, t.data.dtype),

@@ -18,6 +18,9 @@ from .linalg import Linear, MatMul
 from .nn import BatchNormTrain, CrossEntropyRows, NormalCdf
 from .pool import AvgPool2d, AvgPool2dBackward, MaxPool2d, MaxPool2dBackward, MaxPool2dGather
 from .reduce import Max, Min, LogSoftmax, Softmax, Sum
+from .elementwise import Clone, Cos, Sin
+from .nn import BinaryCrossEntropy
+from .reduce import Cumsum, Norm2, NormP, Prod
 from .shape import Cat, Expand, GetItem, Pad, Permute, Reshape, ScatterInto
 
 __all__ = [
@@ -28,4 +31,5 @@ __all__ = [
     "MatMul", "Linear", "Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad",
     "MaxPool2d", "MaxPool2dBackward", "MaxPool2dGather", "AvgPool2d", "AvgPool2dBackward",
     "BatchNormTrain", "CrossEntropyRows", "NormalCdf",
+    "Clone", "Sin", "Cos", "Cumsum", "Norm2", "NormP", "Prod", "BinaryCrossEntropy",
 ]

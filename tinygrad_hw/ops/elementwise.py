@@ -9,7 +9,8 @@ from __future__ import annotations
 from ..autograd.function import Function
 
 __all__ = ["Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum", "Where", "Neg", "Exp", "Log",
-           "Log1p", "Sqrt", "Tanh", "Sigmoid", "Abs", "Relu", "LeakyRelu", "Clamp", "Cast"]
+           "Log1p", "Sqrt", "Tanh", "Sigmoid", "Abs", "Relu", "LeakyRelu", "Clamp", "Cast",
+           "Clone", "Sin", "Cos"]
 
 
 class Add(Function):
@@ -227,3 +228,30 @@ class Cast(Function):
 
     def backward(self, g):
         return (g.astype(self.in_dtype),)
+
+
+# -- added for the PyTorch idioms (clone, sin, cos) -----------------------------------------------
+class Clone(Function):
+    """A copy of the data that stays in the graph (``torch.clone``)."""
+
+    def forward(self, a):
+        return a.copy()
+
+    def backward(self, g):
+        return (g,)
+
+
+class Sin(Function):
+    def forward(self, a):
+        return self.xp.sin(a)
+
+    def backward(self, g):
+        return (g * self.inputs[0].cos(),)
+
+
+class Cos(Function):
+    def forward(self, a):
+        return self.xp.cos(a)
+
+    def backward(self, g):
+        return (-g * self.inputs[0].sin(),)

@@ -16,7 +16,7 @@ from ..autograd.grad_mode import is_grad_enabled
 from ..kernels import cuda
 from ..kernels.special import erfc_nonnegative
 
-__all__ = ["BatchNormTrain", "CrossEntropyRows", "NormalCdf"]
+__all__ = ["BatchNormTrain", "CrossEntropyRows", "NormalCdf", "BinaryCrossEntropy"]
 
 
 class BatchNormTrain(Function):
@@ -166,3 +166,27 @@ class NormalCdf(Function):
     def backward(self, g):
         x = self.inputs[0]
         return (g * ((x * x) * -0.5).exp() * (1.0 / math.sqrt(2.0 * math.pi)),)
+
+
+class BinaryCrossEntropy(Function):
+    """-(y log x + (1 - y) log(1 - x)) of probabilities ``x`` and targets ``y``, each log clamped at
+    -100, with PyTorch's gradient ``(x - y) / max(x (1 - x), 1e-12)``: finite where a sigmoid
+    saturated to exactly 0 or 1 (the chain rule through the clamped log gives 0/0 there). The
+    target's gradient is ``log(1 - x) - log(x)``, unclamped, as in PyTorch."""
+
+    def forward(self, x, y):
+        xp = self.xp
+        with numpy.errstate(divide="ignore"):
+            log_x = xp.maximum(xp.log(x), -100.0)
+            log_1mx = xp.maximum(xp.log(1 - x), -100.0)
+        return -(y * log_x + (1 - y) * log_1mx)
+
+    def backward(self, g):
+        x, y = self.inputs
+        gx = gy = None
+        if self.needs_input_grad[0]:
+            gx = g * (x - y) / (x * (1 - x)).clamp(min=1e-12)
+        if self.needs_input_grad[1]:
+            with numpy.errstate(divide="ignore"):
+                gy = g * ((1 - x).log() - x.log())
+        return gx, gy

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..autograd.function import Function
 
-__all__ = ["Sum", "Max", "Min", "Softmax", "LogSoftmax"]
+__all__ = ["Sum", "Max", "Min", "Softmax", "LogSoftmax", "Cumsum", "Norm2", "Prod", "NormP"]
 
 
 def _kept_shape(shape, axis):
@@ -65,3 +65,74 @@ class LogSoftmax(Function):
     def backward(self, g):
         y = self.output()
         return (g - y.exp() * g.sum(axis=self.axis, keepdims=True),)
+
+
+# -- added for the PyTorch idioms (cumsum, the 2-norm) ----------------------------------------------
+class Cumsum(Function):
+    """Running sum along ``axis`` (an int); its adjoint is the running sum from the other end."""
+
+    def forward(self, a):
+        return self.xp.cumsum(a, axis=self.axis)
+
+    def backward(self, g):
+        return (g.flip(self.axis).cumsum(self.axis).flip(self.axis),)
+
+
+class Norm2(Function):
+    """The Euclidean norm over ``axis`` (tuple of ints). Like PyTorch, the gradient at a zero
+    vector is 0 (the subgradient), not the 0/0 of the chain rule."""
+
+    def forward(self, a):
+        out = self.xp.sqrt((a * a).sum(axis=self.axis, keepdims=True))
+        self.zero = out == 0
+        return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
+
+    def backward(self, g):
+        a = self.inputs[0]
+        kept = _kept_shape(a.shape, self.axis)
+        norm = self.output().reshape(kept)
+        safe = norm.where(self.const(~self.zero), 1.0)
+        scale = (g.reshape(kept) / safe).where(self.const(~self.zero), 0.0)
+        return (a * scale,)
+
+
+class Prod(Function):
+    """Product over ``axis`` (tuple of ints). The gradient of each element is the product of the
+    others, exact where the slice holds zeros (not the 0/0 of ``out / x``); written with Tensor
+    ops, so it is differentiable again. Limitation: the second derivative is exact only in slices
+    without zeros (the zero pattern is treated as a constant)."""
+
+    def forward(self, a):
+        out = a.prod(axis=self.axis, keepdims=True)
+        return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
+
+    def backward(self, g):
+        x = self.inputs[0]
+        kept = _kept_shape(x.shape, self.axis)
+        nonzero = x.data != 0
+        zeros = (~nonzero).sum(axis=self.axis, keepdims=True)
+        safe = x.where(self.const(nonzero), 1.0)
+        rest = safe.prod(self.axis, keepdim=True)  # the product of the non-zero elements
+        others = (rest / safe * self.const((zeros == 0).astype(x.dtype))).where(
+            self.const(nonzero), rest * self.const((zeros == 1).astype(x.dtype)))
+        return (g.reshape(kept) * others,)
+
+
+class NormP(Function):
+    """The p-norm over ``axis`` for a finite ``p`` other than 0, 1 and 2:
+    ``(sum |a|^p)^(1/p)``, with PyTorch's gradient ``sign(a) |a|^(p-1) / norm^(p-1)``, which is 0
+    for an all-zero vector (the chain rule through the power gives 0/0 there)."""
+
+    def forward(self, a):
+        xp = self.xp
+        out = (xp.abs(a) ** self.p).sum(axis=self.axis, keepdims=True) ** (1.0 / self.p)
+        self.zero = out == 0
+        return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
+
+    def backward(self, g):
+        a = self.inputs[0]
+        kept = _kept_shape(a.shape, self.axis)
+        norm = self.output().reshape(kept)
+        nonzero = self.const(~self.zero)
+        scale = (g.reshape(kept) / norm.where(nonzero, 1.0) ** (self.p - 1)).where(nonzero, 0.0)
+        return (a.sign() * a.abs() ** (self.p - 1) * scale,)

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedulers with ``torch.optim``'s API, defaults and update rules.
+"""Optimizers (SGD, Adam, AdamW, RMSprop, Adagrad...) and learning-rate schedulers with ``torch.optim``'s API,
+defaults and update rules.
 
 Updates run as in-place array expressions on each parameter's backend (NumPy or CuPy) and are
 never recorded by autograd. Besides PyTorch's SGD, Adam and AdamW there is :class:`SWATS`
@@ -7,9 +8,11 @@ triggered by a validation-loss plateau.
 """
 from . import lr_scheduler
 from .adam import Adam, AdamW
+from .adagrad import Adagrad
 from .optimizer import Optimizer
+from .rmsprop import RMSprop
 from .sgd import SGD
 from .swats import SWATS
 from .switch import SwitchOnPlateau
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "SWATS", "SwitchOnPlateau", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "SWATS", "SwitchOnPlateau", "lr_scheduler"]

@@ -162,6 +162,9 @@ class Optimizer:
         for p in group["params"]:
             g = grad_array(p)
             if g is not None:
+                if g.shape != p.data.shape:  # a Parameter refuses it when assigned; a plain tensor here
+                    raise ValueError(f"step(): the gradient of a parameter of shape {tuple(p.data.shape)} "
+                                     f"has shape {tuple(g.shape)} (was .grad assigned by hand?)")
                 yield p, g, param_backend(p).xp
 
     def _state_of(self, p) -> dict:
@@ -215,6 +218,7 @@ class Optimizer:
         for mine, saved in zip(self.param_groups, saved_groups):
             for index, p in zip(saved["params"], mine["params"]):
                 param_of[index] = p
+        self._check_loaded_state(saved_groups, state_dict["state"], param_of)
         self.state = defaultdict(dict)
         self.__dict__.pop("_placed", None)  # new state dicts: _state_of checks them afresh
         for index, saved_state in state_dict["state"].items():
@@ -239,6 +243,27 @@ class Optimizer:
                 group["param_names"] = mine["param_names"]
             new_groups.append(group)
         self.param_groups = new_groups
+
+    def _check_loaded_state(self, saved_groups, saved_state, param_of) -> None:
+        """Refuse, before anything changes, a state dict that cannot drive this optimizer: one
+        whose groups lack this optimizer's hyper-parameters (another optimizer's: Adam's into
+        SGD), or whose state arrays have other shapes than the parameters they belong to."""
+        kind = type(self).__name__
+        for i, saved in enumerate(saved_groups):
+            missing = sorted(k for k in self.defaults if k not in saved)
+            if missing:
+                raise ValueError(f"{kind}.load_state_dict: parameter group {i} lacks {missing}: "
+                                 f"the state dict is not from a {kind} (it has "
+                                 f"{sorted(k for k in saved if k != 'params')})")
+        for index, entry in saved_state.items():
+            p = param_of.get(index)
+            if p is None:
+                continue
+            for key, value in entry.items():
+                shape = tuple(getattr(value, "shape", ()))
+                if shape and shape != tuple(p.data.shape):
+                    raise ValueError(f"{kind}.load_state_dict: state {key!r} of parameter {index} has "
+                                     f"shape {shape}, but the parameter has shape {tuple(p.data.shape)}")
 
 
 def _is_tensor(obj) -> bool:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from ...autograd.grad_mode import is_anomaly_enabled
-from ...ops.nn import CrossEntropyRows
+from ...ops.nn import BinaryCrossEntropy, CrossEntropyRows
 from ...tensor import Tensor
 from ..validation import check_float, check_reduction, legacy_reduction
 
-__all__ = ['cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits']
+__all__ = ['cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits',
+           'huber_loss', 'smooth_l1_loss']
 
 
 def _reduce(loss, reduction):
@@ -189,6 +190,11 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     wshape = [1] * input.ndim
     wshape[class_axis] = channels
     if target.dtype.kind == "f":  # class probabilities
+        label_shape = input.shape[:class_axis] + input.shape[class_axis + 1:]
+        if target.shape != input.shape and target.shape == label_shape:
+            raise TypeError(f"{name}: class labels must be integers: the target of shape {target.shape} "
+                            f"has dtype {target.dtype} (use target.long()); a float target holds class "
+                            f"probabilities and has the input's shape {input.shape}")
         _same_shape(name, input, target)
         target = target.astype(input.dtype)
         if label_smoothing > 0:
@@ -252,9 +258,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if input._be.name == "numpy" or is_anomaly_enabled():  # on a GPU: no host wait every call
         if x.size and bool(((x < 0) | (x > 1)).any()):
             raise ValueError(f"{name}: all elements of input should be between 0 and 1")
-    log_x = input.log().clamp(min=-100.0)
-    log_1mx = (1 - input).log().clamp(min=-100.0)
-    loss = -(target * log_x + (1 - target) * log_1mx)
+    loss = BinaryCrossEntropy.apply(input, target)  # PyTorch's clamped logs and gradient
     if weight is not None:
         loss = loss * _float_like(weight, input, name, "weight")
     return _reduce(loss, reduction)
@@ -275,3 +279,25 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if weight is not None:
         loss = loss * _float_like(weight, input, name, "weight")
     return _reduce(loss, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta), with d = input - target."""
+    target, reduction = _pointwise_args("huber_loss", input, target, None, None, reduction)
+    if not delta > 0:
+        raise ValueError(f"huber_loss: delta must be positive, got {delta}")
+    diff = input - target
+    small = diff.abs() < delta
+    return _reduce((diff * diff * 0.5).where(small, (diff.abs() - 0.5 * delta) * delta), reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (beta = 0: the L1 loss)."""
+    target, reduction = _pointwise_args("smooth_l1_loss", input, target, size_average, reduce, reduction)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
+    diff = input - target
+    if beta == 0:
+        return _reduce(diff.abs(), reduction)
+    small = diff.abs() < beta
+    return _reduce((diff * diff * (0.5 / beta)).where(small, diff.abs() - 0.5 * beta), reduction)

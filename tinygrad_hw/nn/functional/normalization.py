@@ -8,7 +8,7 @@ from ...ops.nn import BatchNormTrain
 from ...tensor import Tensor
 from ..validation import check_float, check_tensor
 
-__all__ = ['batch_norm', 'sync_batch_norm']
+__all__ = ['batch_norm', 'sync_batch_norm', 'normalize', 'layer_norm']
 
 
 def _bn_check(name, t, what, channels, x):
@@ -134,3 +134,27 @@ def _batch_norm(name, input, running_mean, running_var, weight, bias, training, 
     if bias is not None:
         shift = shift + bias
     return input * scale.reshape(bshape) + shift.reshape(bshape)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """``torch.nn.functional.normalize``: ``input / max(||input||_p over dim, eps)``."""
+    check_tensor("normalize", input)
+    return input / input.norm(p, dim, keepdim=True).clamp_min(eps)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last ``len(normalized_shape)`` dims with their own mean and biased
+    variance, then scale and shift elementwise (``torch.nn.functional.layer_norm``)."""
+    check_tensor("layer_norm", input)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if input.shape[input.ndim - len(shape):] != shape:
+        raise ValueError(f"layer_norm: input of shape {input.shape} does not end with normalized_shape {shape}")
+    dims = tuple(range(input.ndim - len(shape), input.ndim))
+    mean = input.mean(dims, keepdims=True)
+    centred = input - mean
+    out = centred * ((centred * centred).mean(dims, keepdims=True) + eps).rsqrt()
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
