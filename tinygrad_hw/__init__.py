@@ -9,7 +9,8 @@ modes, the backward pass), :mod:`.ops` (every differentiable op), :mod:`.tensor`
 """
 from .backend import get_backend, get_rng_state, manual_seed, set_backend, set_rng_state
 from .dtypes import get_default_dtype, set_default_dtype
-from .autograd import AnomalyError, detect_anomaly, enable_grad, grad, is_grad_enabled, no_grad
+from .autograd import (AnomalyError, detect_anomaly, enable_grad, grad, is_anomaly_enabled, is_grad_enabled, no_grad,
+                       set_grad_enabled)
 from .tensor import Tensor, cat, stack, where
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .gradcheck import gradcheck, gradgradcheck
