@@ -279,7 +279,7 @@ class Tensor:
     def neg_(self): return self._inplace("neg_", lambda old: -old)
     def clamp_(self, min=None, max=None): return self._inplace("clamp_", lambda old: old.clamp(min, max))
     def clip_(self, min=None, max=None): return self.clamp_(min, max)
-    def zero_(self): return self.fill_(0)
+    def zero_(self): return self._inplace("zero_", lambda old: old._filled(0))
     def __iadd__(self, other): return self.add_(other)
     def __isub__(self, other): return self.sub_(other)
     def __imul__(self, other): return self.mul_(other)
