@@ -287,3 +287,33 @@ def test_inplace_on_a_reduced_scalar_works():
     s = hw.ones(3).sum()
     s.add_(1)
     assert s.item() == 4.0 and s._version == 1
+
+
+def test_views_share_the_version_counter_like_pytorch():
+    def fn(lib):
+        x = lib.ones(2, 3, requires_grad=True)
+        y = x.tanh()
+        with lib.no_grad():
+            y.reshape(6).mul_(2)  # through a view: y's memory changed
+        y.sum().backward()
+    _both_raise(fn, "modified by an inplace operation")
+    for lib in (hw, torch):
+        base = lib.zeros(2, 3)
+        view = base[0]
+        view.add_(1)
+        base.T.mul_(2)
+        assert base._version == view._version == 2
+        np.testing.assert_array_equal(np.asarray(base.numpy()), [[2, 2, 2], [0, 0, 0]])
+
+
+def test_differentiable_inplace_on_a_view_is_a_clear_error():
+    w = Tensor(np.ones(3), requires_grad=True)
+    buffer = hw.zeros(2, 3, dtype="float64")
+    with pytest.raises(RuntimeError, match="in-place operation on a view .* not supported"):
+        buffer[0].add_(w)
+    buffer[0] = w * 2  # the supported form: index assignment on the base
+    buffer.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2, 2, 2])
+    with hw.no_grad():  # nothing recorded: a view may be changed in place
+        buffer[1].add_(w)
+    np.testing.assert_array_equal(buffer.numpy()[1], [1, 1, 1])

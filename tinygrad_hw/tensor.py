@@ -63,7 +63,9 @@ class Tensor:
 
     # _vc: the version counter, [version, name of the last in-place op], shared by tensors that
     # share memory (detach(), views) and read by the ops that saved this tensor for backward
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_be", "_retains_grad", "_vc", "__weakref__")
+    # _is_view: made by a view op (reshape, permute, expand, basic indexing) of another tensor
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_be", "_retains_grad", "_vc", "_is_view",
+                 "__weakref__")
     __array_ufunc__ = None  # numpy scalars and arrays defer to Tensor's reflected operators
 
     def __init__(self, data, dtype=None, requires_grad=False, backend=None):
@@ -103,6 +105,7 @@ class Tensor:
         self._ctx = None
         self._retains_grad = False
         self._vc = [0, None]
+        self._is_view = False
 
     @staticmethod
     def _make(data, be, requires_grad=False) -> "Tensor":
@@ -356,6 +359,11 @@ class Tensor:
                 else Tensor._make(result.data.astype(self.dtype), self._be)
         node = result._ctx if grad_on else None
         if node is not None:
+            if self._is_view:
+                raise RuntimeError(f"{name}: a differentiable in-place operation on a view (the output of "
+                                   "reshape, permute, expand or basic indexing) is not supported: PyTorch "
+                                   "rewrites the base tensor's history, this engine does not. Apply it to "
+                                   "the base tensor (x[index] = value), or use the out-of-place form")
             _keep_old_value(node, old)
         data = self.data
         if isinstance(data, numpy.generic):  # a 0-d result of a reduction: an immutable scalar

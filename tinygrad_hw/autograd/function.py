@@ -43,6 +43,7 @@ _state = _mode.state
 class Function:
     saves = None          # input positions kept for backward; None: every input
     saves_output = False  # whether backward reads the output
+    view = False          # whether the output may share the first input's memory (reshape...)
 
     def __init__(self, backend, **params):
         self.backend = backend
@@ -71,6 +72,9 @@ class Function:
         fn.needs_input_grad = (tuple([t.requires_grad for t in inputs]) if record
                                else (False,) * len(inputs))
         out = first._make(fn.forward(*arrays), be)
+        if fn.view:  # one memory, one version counter: an in-place change through either counts
+            out._vc = first._vc
+            out._is_view = True
         if state.anomaly:
             fn._check_output(out, inputs)
         if record:

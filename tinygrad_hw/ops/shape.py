@@ -9,6 +9,7 @@ __all__ = ["Reshape", "Permute", "Expand", "GetItem", "ScatterInto", "SetItem", 
 
 class Reshape(Function):
     saves = ()  # shape ops read no values in backward, only shapes and indices
+    view = True
 
     def forward(self, a):
         self.in_shape = a.shape
@@ -20,6 +21,7 @@ class Reshape(Function):
 
 class Permute(Function):
     saves = ()
+    view = True
 
     def forward(self, a):
         return a.transpose(self.axes)
@@ -35,6 +37,7 @@ class Expand(Function):
     """Broadcast to ``shape`` (a read-only view); the engine sums the gradient back."""
 
     saves = ()
+    view = True
 
     def forward(self, a):
         return self.xp.broadcast_to(a, self.shape)
@@ -50,7 +53,9 @@ class GetItem(Function):
 
     def forward(self, a):
         self.in_shape = a.shape
-        return a[self.index]
+        out = a[self.index]
+        self.view = out.base is not None and not _has_array(self.index)  # basic indexing
+        return out
 
     def backward(self, g):
         return (g._scatter_into(self.in_shape, self.index),)
@@ -91,6 +96,11 @@ class SetItem(Function):
     def backward(self, g):
         return (g.where(~self.written, 0) if self.needs_input_grad[0] else None,
                 g[self.index] if self.needs_input_grad[1] else None)
+
+
+def _has_array(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(i, "dtype") for i in items)
 
 
 def _has_int_array(index):
