@@ -217,7 +217,7 @@ def test_inplace_under_no_grad_updates_a_leaf_and_keeps_it_a_leaf():
     w0, x0 = rng.standard_normal((4, 3)), rng.standard_normal((5, 4))
     sides = []
     for lib in (hw, torch):
-        w = lib.tensor(w0.copy(), requires_grad=True)  # hw.tensor shares a NumPy array's memory
+        w = lib.tensor(w0, requires_grad=True)
         x = lib.tensor(x0)
         for _ in range(3):
             loss = ((x @ w) ** 2).sum()
@@ -317,3 +317,15 @@ def test_differentiable_inplace_on_a_view_is_a_clear_error():
     with hw.no_grad():  # nothing recorded: a view may be changed in place
         buffer[1].add_(w)
     np.testing.assert_array_equal(buffer.numpy()[1], [1, 1, 1])
+
+
+def test_hw_tensor_copies_so_inplace_ops_leave_the_source_array_alone_like_pytorch():
+    source = np.arange(3.0)
+    for lib in (hw, torch):
+        t = lib.tensor(source)
+        t.add_(1)
+        np.testing.assert_array_equal(np.asarray(t.numpy()), [1, 2, 3])
+    np.testing.assert_array_equal(source, [0, 1, 2])
+    shared = Tensor(source)  # the constructor wraps the array, as torch.from_numpy does
+    shared.add_(1)
+    np.testing.assert_array_equal(source, [1, 2, 3])

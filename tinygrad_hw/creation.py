@@ -20,7 +20,13 @@ def _backend_arg(backend):
 
 def tensor(data, dtype=None, requires_grad=False, backend=None) -> Tensor:
     """A new tensor (copies ``data``), like ``torch.tensor``."""
-    return Tensor(data, dtype=dtype, requires_grad=requires_grad, backend=backend)
+    out = Tensor(data, dtype=dtype, requires_grad=requires_grad, backend=backend)
+    src = data.data if isinstance(data, Tensor) else data
+    if out.data is src or getattr(out.data, "base", None) is src:
+        # the caller's own array (Tensor(array) wraps it): copy, so that in-place operations on
+        # the new tensor do not write into it
+        out.data = out.data.copy()
+    return out
 
 
 def _filled(fill, shape, dtype, requires_grad, backend):

@@ -132,7 +132,9 @@ def _topological(roots):
         if edges is None:
             raise fn._freed_error()
         stack.append((fn, True))
-        stack.extend((e, False) for e in edges if isinstance(e, Function))
+        for e in edges:
+            if e is not None and id(e) not in seen and isinstance(e, Function):
+                stack.append((e, False))
     return order
 
 
@@ -168,8 +170,10 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                         if state.anomaly:
                             _mode.check_finite(gi.data, gi._be, f"the backward of {fn.name} returned {{bad}} in the "
                                           f"gradient of its input {k} (op created at {fn.created_at})")
-                        shape, dtype = (edge.out_meta if isinstance(edge, Function)
-                                        else (edge.data.shape, edge.data.dtype))
+                        try:
+                            shape, dtype = edge.out_meta
+                        except AttributeError:  # a leaf tensor
+                            shape, dtype = edge.data.shape, edge.data.dtype
                         if gi.data.shape != shape:
                             gi = gi.sum_to(shape)
                         if gi.data.dtype != dtype:
@@ -181,7 +185,8 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                         else:
                             previous[1] = previous[1] + gi
             if not retain_graph:
-                fn.free()  # saved tensors and arrays go now: memory falls as backward proceeds
+                # fn.free(): saved tensors and arrays go now, so memory falls as backward proceeds
+                fn.__dict__.clear()
     stored = set()
     hooked = []
     for key, (t, g) in grads.items():  # what is left are leaves (tensors with no recorded op)

@@ -24,7 +24,7 @@ a forward activation lives only as long as an op saved it. An op says what its b
 An op that declares nothing keeps every input (what a user's own op written for the old API
 expects). Inside ``backward``: ``self.inputs`` are the saved input tensors (``None`` where not
 saved), ``self.output()`` the saved output as a tensor of this op (so gradients of it flow back
-into the graph), ``self.needs_input_grad[i]`` says whether input ``i`` needs a gradient at all,
+into the graph; ``self.output_data()`` is its array, for array-level code), ``self.needs_input_grad[i]`` says whether input ``i`` needs a gradient at all,
 and ``self.const(array)`` wraps an array as a constant tensor. Reading a saved tensor that was
 modified in place since it was saved raises PyTorch's ``RuntimeError`` (version counters).
 The engine frees a node's saved state once its backward ran, unless ``retain_graph=True``.
@@ -38,6 +38,7 @@ from . import grad_mode as _mode
 __all__ = ["Function"]
 
 _state = _mode.state
+_PARTNERS = {(True, True): (0, 1), (True, False): (1,), (False, True): (0,), (False, False): ()}
 
 
 class Function:
@@ -58,20 +59,21 @@ class Function:
         first = inputs[0]
         be = first._be
         arrays = []
-        record = False
+        needs = []
         for t in inputs:
             if t._be is not be:
                 raise ValueError(f"{cls.__name__}: tensors on two backends, {be.name} and "
                                  f"{t._be.name}; move one with .to({be.name!r})")
             arrays.append(t.data)
-            record = record or t.requires_grad
+            needs.append(t.requires_grad)
         state = _state
-        record = record and state.grad_enabled
+        record = state.grad_enabled and True in needs
         fn = cls(be, **params)
         # known to forward, which may save only what the gradients asked for will read
-        fn.needs_input_grad = (tuple([t.requires_grad for t in inputs]) if record
-                               else (False,) * len(inputs))
-        out = first._make(fn.forward(*arrays), be)
+        fn.needs_input_grad = tuple(needs) if record else (False,) * len(needs)
+        data = fn.forward(*arrays)
+        make = first._make
+        out = make(data, be)
         if fn.view:  # one memory, one version counter: an in-place change through either counts
             out._vc = first._vc
             out._is_view = True
@@ -80,14 +82,13 @@ class Function:
         if record:
             out.requires_grad = True
             out._ctx = fn
-            fn._make = first._make
+            fn._make = make
             # an edge per input: the op that made it, the leaf itself, or None (no gradient)
-            fn.edges = tuple([t._ctx if t._ctx is not None else (t if t.requires_grad else None)
-                              for t in inputs])
-            fn.out_meta = (out.data.shape, out.data.dtype)  # what the consumers' gradients must be
+            fn.edges = tuple([t._ctx or (t if t.requires_grad else None) for t in inputs])
+            fn.out_meta = (data.shape, data.dtype)  # what the consumers' gradients must be
             fn.output_ref = weakref.ref(out)  # for retain_grad(), never to keep the output alive
             saves = fn.saves
-            if saves is None:
+            if saves is None or len(saves) == len(inputs):
                 fn._saved = tuple([(t, t._vc[0]) for t in inputs])
             elif saves:
                 saved = [None] * len(inputs)
@@ -98,7 +99,8 @@ class Function:
             if fn.saves_output:
                 # the array and version counter, not the tensor: a node holding its own output
                 # tensor would be a reference cycle
-                fn._saved_out = (out.data, out._vc, out._vc[0])
+                vc = out._vc
+                fn._saved_out = (data, vc, vc[0])
         return out
 
     # -- what backward reads ---------------------------------------------------------------------
@@ -112,7 +114,7 @@ class Function:
         are tuples of positions; none given: all inputs form one group."""
         need = self.needs_input_grad
         if not groups and len(need) == 2:  # the common case, without the generators
-            self.saves = ((0,) if need[1] else ()) + ((1,) if need[0] else ())
+            self.saves = _PARTNERS[need]
             return
         groups = groups or (tuple(range(len(need))),)
         self.saves = tuple(j for group in groups for j in group
@@ -142,8 +144,8 @@ class Function:
             out.append(t)
         return tuple(out)
 
-    def output(self):
-        """The saved output as a tensor whose op is this one (checked against in-place changes)."""
+    def output_data(self):
+        """The saved output's array (checked against in-place changes), for array-level backward code."""
         saved = self.__dict__.get("_saved_out")
         if saved is None:
             if "edges" not in self.__dict__:
@@ -153,6 +155,12 @@ class Function:
         data, vc, version = saved
         if vc[0] != version:
             raise self._version_error(data.shape, data.dtype, vc, version)
+        return data
+
+    def output(self):
+        """The saved output as a tensor whose op is this one (checked against in-place changes)."""
+        data = self.output_data()
+        vc = self._saved_out[1]
         t = self._make(data, self.backend, True)
         t._ctx = self
         t._vc = vc

@@ -233,7 +233,7 @@ class Relu(_Masked):
         return self.xp.maximum(a, 0)  # keeps NaN, and -inf becomes 0
 
     def backward(self, g):
-        return (Mul.apply(g, self.const(self.output().data > 0)),)
+        return (Mul.apply(g, self.const(self.output_data() > 0)),)
 
 
 class LeakyRelu(_Masked):

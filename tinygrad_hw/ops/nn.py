@@ -84,7 +84,8 @@ class BatchNormTrain(Function):
         # temporary): dx = scale * g - xhat * (scale * mean(g * xhat)) - scale * mean(g), with
         # scale = invstd * w per channel
         n, xp = self.count, self.xp
-        xhat = self.inputs[0].data - self.mean  # a temporary while this op's backward runs
+        # xhat again from the saved input (it was not kept); its buffer becomes dx's below
+        xhat = self.inputs[0].data - self.mean
         xhat *= self.invstd.reshape(self.bshape)
         letters = "abcdefgh"[:g.ndim]
         per_channel = f"{letters}->{letters[1]}"
@@ -98,8 +99,9 @@ class BatchNormTrain(Function):
                 scale = scale * self.inputs[1].data.reshape(self.bshape)
             all_g, all_gx_hat = (g_sum, gx_hat_sum) if self.sum_over_ranks is None else \
                 self.sum_over_ranks(g_sum, gx_hat_sum)
-            gx = g * scale
-            gx -= xhat * (scale * all_gx_hat / n)
+            gx = xhat  # xhat is not read after this: dx is built in its buffer
+            gx *= -(scale * all_gx_hat / n)
+            gx += g * scale
             gx -= scale * all_g / n
             gx = self.const(gx)
         if not affine:
