@@ -725,7 +725,7 @@ def _keep_old_value(node, old):
     a private copy: the write is about to overwrite that memory (PyTorch saves the original too)."""
     for fn in (node, node.__dict__.get("edges", (None,))[0]):
         saved = fn.__dict__.get("_saved") if fn is not None and hasattr(fn, "edges") else None
-        if saved and any(entry is not None and entry[0] is old for entry in saved):
+        if saved and any(t is old for t in saved):
             old.data = old.data.copy()
             old._vc = [old._vc[0], None]
             return

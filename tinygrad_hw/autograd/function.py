@@ -84,18 +84,25 @@ class Function:
             out._ctx = fn
             fn._make = make
             # an edge per input: the op that made it, the leaf itself, or None (no gradient)
-            fn.edges = tuple([t._ctx or (t if t.requires_grad else None) for t in inputs])
+            if len(inputs) == 2:  # the common cases, without a comprehension
+                a, b = inputs
+                fn.edges = (a._ctx or (a if needs[0] else None), b._ctx or (b if needs[1] else None))
+            elif len(inputs) == 1:
+                fn.edges = (first._ctx or first,)
+            else:
+                fn.edges = tuple([t._ctx or (t if t.requires_grad else None) for t in inputs])
             fn.out_meta = (data.shape, data.dtype)  # what the consumers' gradients must be
             fn.output_ref = weakref.ref(out)  # for retain_grad(), never to keep the output alive
             saves = fn.saves
             if saves is None or len(saves) == len(inputs):
-                fn._saved = tuple([(t, t._vc[0]) for t in inputs])
+                fn._saved = inputs
+                fn._versions = tuple([t._vc[0] for t in inputs])
             elif saves:
                 saved = [None] * len(inputs)
                 for i in saves:
-                    t = inputs[i]
-                    saved[i] = (t, t._vc[0])
-                fn._saved = tuple(saved)
+                    saved[i] = inputs[i]
+                fn._saved = saved
+                fn._versions = tuple([t._vc[0] if t is not None else 0 for t in saved])
             if fn.saves_output:
                 # the array and version counter, not the tensor: a node holding its own output
                 # tensor would be a reference cycle
@@ -133,16 +140,10 @@ class Function:
             if "edges" not in self.__dict__:
                 raise self._freed_error()
             return (None,) * len(self.needs_input_grad)
-        out = []
-        for entry in saved:
-            if entry is None:
-                out.append(None)
-                continue
-            t, version = entry
-            if t._vc[0] != version:
+        for t, version in zip(saved, self._versions):
+            if t is not None and t._vc[0] != version:
                 raise self._version_error(t.shape, t.dtype, t._vc, version)
-            out.append(t)
-        return tuple(out)
+        return tuple(saved)
 
     def output_data(self):
         """The saved output's array (checked against in-place changes), for array-level backward code."""

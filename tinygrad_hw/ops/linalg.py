@@ -1,7 +1,7 @@
 """Matrix products, forward beside backward: ``MatMul`` and the fused ``Linear`` (x @ w.T + b)."""
 from __future__ import annotations
 
-from ..autograd.function import Function
+from ..autograd.function import _PARTNERS, Function
 from ..autograd.grad_mode import is_grad_enabled
 from ..kernels import parallel
 
@@ -12,7 +12,7 @@ class MatMul(Function):
     """Batched matrix product of arrays with at least 2 dims (1-D cases are reshaped by Tensor.matmul)."""
 
     def forward(self, a, b):
-        self.save_partners()  # d/da reads b, d/db reads a
+        self.saves = _PARTNERS[self.needs_input_grad]  # d/da reads b, d/db reads a
         if a.ndim == 2 and b.ndim == 2:
             return parallel.matmul(self.backend, a, b)
         return self.xp.matmul(a, b)
