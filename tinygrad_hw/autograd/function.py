@@ -24,8 +24,10 @@ a forward activation lives only as long as an op saved it. An op says what its b
 An op that declares nothing keeps every input (what a user's own op written for the old API
 expects). Inside ``backward``: ``self.inputs`` are the saved input tensors (``None`` where not
 saved), ``self.output()`` the saved output as a tensor of this op (so gradients of it flow back
-into the graph; ``self.output_data()`` is its array, for array-level code), ``self.needs_input_grad[i]`` says whether input ``i`` needs a gradient at all,
-and ``self.const(array)`` wraps an array as a constant tensor. Reading a saved tensor that was
+into the graph; ``self.output_data()`` is its array, for array-level code),
+``self.needs_input_grad[i]`` says whether input ``i`` needs a gradient at all (known in
+``forward`` too, so an op can save only what the requested gradients read), and
+``self.const(array)`` wraps an array as a constant tensor. Reading a saved tensor that was
 modified in place since it was saved raises PyTorch's ``RuntimeError`` (version counters).
 The engine frees a node's saved state once its backward ran, unless ``retain_graph=True``.
 """
