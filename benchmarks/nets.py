@@ -19,6 +19,9 @@ DESCRIPTIONS = {
     "vgg_style": "VGG-style (tinygrad_hw.models.vgg_style): conv 3->32->32, pool, 32->64->64, pool, "
                  "64->128->128, pool (3x3, pad 1, ReLU), Linear 2048-256, ReLU, Dropout 0.5, Linear 256-10",
     "fast_cnn": "the CIFAR-10 example's `fast` preset network (tinygrad_hw.models.fast_cnn)",
+    "bn_cnn": "conv-BatchNorm-ReLU blocks (tinygrad_hw.models.bn_cnn): 3->32, pool, 32->64, pool, "
+              "64->128, pool, 128->256 (3x3, pad 1, no bias), Linear 4096-10",
+    "resnet9": "the CIFAR-10 example's `resnet9` preset network (tinygrad_hw.models.resnet9, width 64)",
 }
 
 

@@ -7,7 +7,9 @@ What it measures, row by row (``docs/benchmarks.md`` has the latest table):
 
 * whole networks: one training step = forward, cross-entropy, backward, SGD (momentum 0.9) step
   and ``zero_grad`` -- the original exercise's CNN ``small_cnn`` (batch 4 and 64), a VGG-style CNN (batch 64
-  and 128) and ``fast_cnn``, the ``fast`` preset of the CIFAR-10 example, at its training batch size;
+  and 128), ``bn_cnn`` (conv-BatchNorm-ReLU blocks, batch 256), ``resnet9`` (the ``resnet9``
+  preset's net, batch 16) and ``fast_cnn``, the ``fast`` preset of the CIFAR-10 example, at its
+  training batch size;
 * single layers, forward + backward (the input and the parameters need gradients): conv2d 3x3 at
   32->32 on 32x32, 64->64 on 16x16 and 128->128 on 8x8, max_pool2d 2x2, linear 2048->256 and
   cross-entropy, all at batch 64;
@@ -489,9 +491,10 @@ def build_rows(args, torch, only=None) -> list[Row]:
         if want(name):
             rows.append(make())
 
-    net_batches = {"small_cnn": (4, 64), "vgg_style": (64, 128)}
+    # resnet9 (the resnet9 preset's net) at a CPU-sized batch, not its GPU batch of 512
+    net_batches = {"small_cnn": (4, 64), "vgg_style": (64, 128), "bn_cnn": (256,), "resnet9": (16,)}
     if quick:
-        net_batches = {"small_cnn": (2,), "vgg_style": (2,)}
+        net_batches = {"small_cnn": (2,), "vgg_style": (2,), "bn_cnn": (2,), "resnet9": (2,)}
     for kind, batches in net_batches.items():
         for b in batches:
             add(f"{kind} net", lambda b=b, kind=kind: net_row(

@@ -10,7 +10,8 @@ modes, the backward pass), :mod:`.ops` (every differentiable op), :mod:`.tensor`
 from .backend import (are_deterministic_algorithms_enabled, get_backend, get_rng_state, manual_seed,
                       set_backend, set_rng_state, use_deterministic_algorithms)
 from .dtypes import get_default_dtype, set_default_dtype
-from .autograd import AnomalyError, detect_anomaly, enable_grad, grad, is_grad_enabled, no_grad
+from .autograd import (AnomalyError, detect_anomaly, enable_grad, grad, is_anomaly_enabled, is_grad_enabled, no_grad,
+                       set_grad_enabled)
 from .tensor import Tensor, cat, stack, where
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .creation import (as_tensor, empty, empty_like, eye, from_numpy, full_like, linspace, rand_like,

@@ -29,7 +29,13 @@ def _backend_arg(backend, device=None):
 
 def tensor(data, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
     """A new tensor (copies ``data``), like ``torch.tensor``."""
-    return Tensor(data, dtype=dtype, requires_grad=requires_grad, backend=_backend_arg(backend, device))
+    out = Tensor(data, dtype=dtype, requires_grad=requires_grad, backend=_backend_arg(backend, device))
+    src = data.data if isinstance(data, Tensor) else data
+    if out.data is src or getattr(out.data, "base", None) is src:
+        # the caller's own array (Tensor(array) wraps it): copy, so that in-place operations on
+        # the new tensor do not write into it
+        out.data = out.data.copy()
+    return out
 
 
 def _filled(fill, shape, dtype, requires_grad, backend, device=None):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import math
 import numbers
+import weakref as _weakref
 
 import numpy
 
@@ -18,6 +19,7 @@ from . import backend as _backend
 from . import device as _devices
 from . import ops
 from .autograd import engine
+from .autograd.grad_mode import state as _grad_state
 from .backend import get_backend
 from .dtypes import get_default_dtype, is_float, promote_types, to_dtype
 
@@ -63,7 +65,11 @@ class Tensor:
     backend, as ``torch.tensor`` follows the default device.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_be", "_retains_grad", "__weakref__")
+    # _vc: the version counter, [version, name of the last in-place op], shared by tensors that
+    # share memory (detach(), views) and read by the ops that saved this tensor for backward
+    # _is_view: made by a view op (reshape, permute, expand, basic indexing) of another tensor
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_be", "_retains_grad", "_vc", "_is_view",
+                 "__weakref__")
     __array_ufunc__ = None  # numpy scalars and arrays defer to Tensor's reflected operators
 
     def __init__(self, data, dtype=None, requires_grad=False, backend=None):
@@ -104,6 +110,8 @@ class Tensor:
         self.grad = None
         self._ctx = None
         self._retains_grad = False
+        self._vc = [0, None]
+        self._is_view = False
 
     @staticmethod
     def _make(data, be, requires_grad=False) -> "Tensor":
@@ -264,12 +272,15 @@ class Tensor:
         return self
 
     def detach(self) -> "Tensor":
-        """The same data, cut from the graph."""
-        return Tensor._make(self.data, self._be)
+        """The same data (and version counter), cut from the graph."""
+        t = Tensor._make(self.data, self._be)
+        t._vc = self._vc
+        return t
 
-    def zero_(self) -> "Tensor":
-        self.data[...] = 0
-        return self
+    @property
+    def _version(self) -> int:
+        """How many in-place operations changed this tensor's memory (PyTorch's ``_version``)."""
+        return self._vc[0]
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, like ``torch.Tensor.backward``."""
@@ -279,6 +290,123 @@ class Tensor:
         """Call ``hook(self)`` after each ``backward()`` stored this leaf's ``.grad``; returns a
         handle whose ``remove()`` unregisters it."""
         return engine.register_post_accumulate_grad_hook(self, hook)
+
+    # -- in-place operations -------------------------------------------------------------------
+    # PyTorch's rules: the result is written into this tensor's memory (what shares it, such as
+    # detach() or a view, sees the change) and its version counter goes up, so that an op that
+    # saved it for backward raises instead of using the new values; in grad mode the op is
+    # recorded and this tensor's grad_fn becomes it (differentiable through the old value).
+    def add_(self, other, *, alpha=1): return self._inplace("add_", lambda old: old + (other if alpha == 1 else old._operand(other) * alpha))
+    def sub_(self, other, *, alpha=1): return self._inplace("sub_", lambda old: old - (other if alpha == 1 else old._operand(other) * alpha))
+    def mul_(self, other): return self._inplace("mul_", lambda old: old * other)
+    def div_(self, other): return self._inplace("div_", lambda old: old / other)
+    def pow_(self, other): return self._inplace("pow_", lambda old: old ** other)
+    def neg_(self): return self._inplace("neg_", lambda old: -old)
+    def clamp_(self, min=None, max=None): return self._inplace("clamp_", lambda old: old.clamp(min, max))
+    def clip_(self, min=None, max=None): return self.clamp_(min, max)
+    def zero_(self): return self._inplace("zero_", lambda old: old._filled(0))
+    def __iadd__(self, other): return self.add_(other)
+    def __isub__(self, other): return self.sub_(other)
+    def __imul__(self, other): return self.mul_(other)
+    def __itruediv__(self, other): return self.div_(other)
+
+    def fill_(self, value) -> "Tensor":
+        """Set every element to ``value`` (a number or a 0-d tensor; its gradient is the sum)."""
+        if isinstance(value, Tensor) and value.ndim:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with "
+                               f"{value.ndim} dimensions")
+        return self._inplace("fill_", lambda old: old._filled(value))
+
+    def copy_(self, src) -> "Tensor":
+        """Copy ``src`` (broadcast to this shape, cast to this dtype) into this tensor; the
+        gradient flows to ``src``, none to the old value."""
+        return self._inplace("copy_", lambda old: old._filled(src), cast=True)
+
+    def masked_fill_(self, mask, value) -> "Tensor":
+        """Set ``value`` where the boolean ``mask`` (broadcast to this shape) is True."""
+        mask = mask.data if isinstance(mask, Tensor) else self._be.asarray(mask)
+        if mask.dtype.kind != "b":
+            raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype {mask.dtype}")
+        if isinstance(value, Tensor) and value.ndim:
+            raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor "
+                               f"with {value.ndim} dimension(s)")
+        _check_broadcast("masked_fill_", self.shape, mask.shape)
+        return self._inplace("masked_fill_", lambda old: where(mask, old._operand(value).astype(old.dtype), old))
+
+    def __setitem__(self, index, value):
+        """``x[index] = value``: in place, differentiable in ``x``'s other elements and in ``value``."""
+        index = self._index(index)
+        if not (_grad_state.grad_enabled and (self.requires_grad or getattr(value, "requires_grad", False))):
+            # nothing to record: write straight into the memory
+            value = self._operand(value)
+            if not numpy.can_cast(value.dtype, self.dtype, "same_kind"):
+                raise RuntimeError(f"Index put requires the source and destination dtypes match, got "
+                                   f"{_type_name(self.dtype)} for the destination and "
+                                   f"{_type_name(value.dtype)} for the source.")
+            self.data[index] = value.data
+            self._vc[0] += 1
+            self._vc[1] = "setitem"
+            return
+        self._inplace("setitem", lambda old: ops.SetItem.apply(old, old._operand(value).astype(old.dtype), index=index))
+
+    def _filled(self, value) -> "Tensor":
+        """``value`` broadcast to this tensor's shape: a ``where`` whose condition is all True, so
+        that the gradient flows to ``value`` and zero flows to ``self`` (even where it is NaN)."""
+        if isinstance(value, Tensor) and value._be is not self._be:
+            value = value.to(self.backend)
+        value = self._operand(value)
+        if value.ndim > self.ndim or numpy.broadcast_shapes(value.shape, self.shape) != self.shape:
+            raise RuntimeError(f"the size of the source {value.shape} cannot be broadcast to {self.shape}")
+        return where(self._be.xp.ones((), dtype=bool), value, self)
+
+    def _inplace(self, name, compute, cast=False) -> "Tensor":
+        """Run ``compute(old)`` (``old``: this tensor as it is now) and write the result into this
+        tensor's memory, with PyTorch's checks, version counting and recording."""
+        grad_on = _grad_state.grad_enabled
+        if grad_on and self.requires_grad and self._ctx is None:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        old = Tensor._make(self.data, self._be, self.requires_grad)  # the value before the write
+        old._ctx, old._vc = self._ctx, self._vc
+        result = compute(old)
+        if not isinstance(result, Tensor):
+            result = self._operand(result)
+        if result.shape != self.shape:
+            raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape "
+                               f"{list(result.shape)}")
+        if result.dtype != self.dtype:
+            if not cast and not numpy.can_cast(result.dtype, self.dtype, "same_kind"):
+                raise RuntimeError(f"result type {_type_name(result.dtype)} can't be cast to the desired "
+                                   f"output type {_type_name(self.dtype)}")
+            result = result.astype(self.dtype) if is_float(self.dtype) or not result.requires_grad \
+                else Tensor._make(result.data.astype(self.dtype), self._be)
+        node = result._ctx if grad_on else None
+        if node is not None:
+            if self._is_view:
+                raise RuntimeError(f"{name}: a differentiable in-place operation on a view (the output of "
+                                   "reshape, permute, expand or basic indexing) is not supported: PyTorch "
+                                   "rewrites the base tensor's history, this engine does not. Apply it to "
+                                   "the base tensor (x[index] = value), or use the out-of-place form")
+            _keep_old_value(node, old)
+        data = self.data
+        if isinstance(data, numpy.generic):  # a 0-d result of a reduction: an immutable scalar
+            self.data = self._be.asarray(result.data).copy()
+        elif not getattr(data.flags, "writeable", True):
+            raise RuntimeError("unsupported operation: more than one element of the written-to tensor "
+                               "refers to a single memory location (an expand()ed tensor). Please copy "
+                               "the tensor before performing the operation.")
+        else:
+            data[...] = result.data
+        vc = self._vc
+        vc[0] += 1
+        vc[1] = name
+        if node is not None:
+            self._ctx = node
+            self.requires_grad = True
+            node.output_ref = _weakref.ref(self)
+            saved_out = node.__dict__.get("_saved_out")
+            if saved_out is not None:  # the output now lives in this tensor's memory
+                node._saved_out = (self.data, vc, vc[0])
+        return self
 
     # -- creation helpers used by ops -------------------------------------------------------
     def _scalar(self, value) -> "Tensor":
@@ -1031,6 +1159,23 @@ def as_shape(shape) -> tuple:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         return tuple(shape[0])
     return tuple(int(s) for s in shape)
+
+
+def _type_name(dtype) -> str:
+    """PyTorch's name of a dtype in messages ('Float', 'Long'...)."""
+    return {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long", "int32": "Int",
+            "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}.get(str(dtype), str(dtype))
+
+
+def _keep_old_value(node, old):
+    """Where the in-place op's node (or the op under its dtype cast) saved the old value, give it
+    a private copy: the write is about to overwrite that memory (PyTorch saves the original too)."""
+    for fn in (node, node.__dict__.get("edges", (None,))[0]):
+        saved = fn.__dict__.get("_saved") if fn is not None and hasattr(fn, "edges") else None
+        if saved and any(t is old for t in saved):
+            old.data = old.data.copy()
+            old._vc = [old._vc[0], None]
+            return
 
 
 def _check_broadcast(name, a, b):

@@ -5,14 +5,15 @@ leaves and of tensors that ``retain_grad()``; :func:`grad` (``hw.grad``, like
 ``torch.autograd.grad``) returns them instead. Both run :func:`_backprop`:
 
 1. order the recorded ops reachable from the outputs, producers before consumers (iteratively,
-   so a chain of 100,000 ops is fine);
+   so a chain of 100,000 ops is fine); edges lead from an op to the ops that made its inputs
+   (or to leaf tensors), so gradients are keyed by op and an op's inputs need not stay alive;
 2. visit them in reverse, calling each op's ``backward`` with the gradient of its output, under
    grad mode ``create_graph`` (so with ``create_graph=True`` the backward pass is itself recorded
    and differentiable);
 3. reduce each input gradient to the input's shape (``sum_to``: broadcasting is undone here, in
    one place, never inside an op) and dtype, and add it to what that input already received;
-4. free each op's saved arrays and inputs once it ran, unless ``retain_graph``; a second backward
-   through a freed op is an error;
+4. free each op's saved tensors and arrays once it ran, unless ``retain_graph``, so memory falls
+   as the walk proceeds; a second backward through a freed op is an error;
 5. what is left belongs to leaves: stored in ``.grad`` (added to an existing one), or returned.
 
 Under ``detect_anomaly()`` every gradient is checked for NaN/Inf as it is computed, and ops that
@@ -25,8 +26,8 @@ gradients across processes without a change to the training loop. This engine st
 leaves' gradients at the end of the walk, so the hooks run then, in the order the leaves
 received their first gradient (the last layer's parameters first).
 
-The engine works on the tensors it is given (``data``, ``_be``, ``_ctx``, ``requires_grad``,
-``grad``, ``_retains_grad``) and makes new ones through them, so it does not import the Tensor
+The engine works on the ops and tensors it is given (``fn.edges``, ``fn.out_meta``,
+``fn.output_ref``; ``data``, ``_be``, ``_ctx``, ``requires_grad``, ``grad``, ``_retains_grad``) and makes new ones through them, so it does not import the Tensor
 class: imports run one way, from the Tensor to the engine.
 """
 from __future__ import annotations
@@ -34,11 +35,11 @@ from __future__ import annotations
 import weakref
 
 from . import grad_mode as _mode
+from .function import Function
 
 __all__ = ["backward", "grad", "register_post_accumulate_grad_hook", "queue_callback"]
 
 _leaf_hooks: dict = {}  # id(leaf) -> (weak reference to the leaf, [hook, ...])
-_queued = None  # the callbacks queued during the backward() now running (None outside one)
 
 
 def backward(tensor, gradient=None, retain_graph=None, create_graph=False):
@@ -53,14 +54,15 @@ def backward(tensor, gradient=None, retain_graph=None, create_graph=False):
     gradient = _as_grad(gradient, tensor)
     if retain_graph is None:
         retain_graph = create_graph
-    global _queued
-    outer, _queued = _queued, []
+    state = _mode.state  # the callbacks queued during this thread's backward() (None outside one)
+    outer, state.queued = state.queued, []
     try:
         _backprop([tensor], [gradient], retain_graph, create_graph)
-        while _queued:
-            _queued.pop(0)()
+        queued = state.queued
+        while queued:
+            queued.pop(0)()
     finally:
-        _queued = outer
+        state.queued = outer
 
 
 class RemovableHandle:
@@ -94,9 +96,10 @@ def register_post_accumulate_grad_hook(tensor, hook) -> RemovableHandle:
 def queue_callback(callback) -> None:
     """Run ``callback()`` when the ``backward()`` now running has finished (after every hook);
     for hooks, which run inside a backward pass."""
-    if _queued is None:
+    queued = _mode.state.queued
+    if queued is None:
         raise RuntimeError("queue_callback() can only be called during a backward() pass")
-    _queued.append(callback)
+    queued.append(callback)
 
 
 def _as_grad(gradient, like):
@@ -107,68 +110,83 @@ def _as_grad(gradient, like):
     return gradient
 
 
+def _node_of(t):
+    """The graph key of tensor ``t``: the op that made it, or the tensor itself for a leaf."""
+    return t._ctx if t._ctx is not None else t
+
+
 def _topological(roots):
-    """Tensors with a recorded op reachable from ``roots``, producers before consumers."""
+    """Recorded ops reachable from the root tensors, producers before consumers. The graph's
+    edges point from each op to the ops that made its inputs (``fn.edges``), not to tensors."""
     order, seen = [], set()
-    stack = [(r, False) for r in roots]
+    stack = [(r._ctx, False) for r in roots if r._ctx is not None]
     while stack:
-        t, expanded = stack.pop()
+        fn, expanded = stack.pop()
         if expanded:
-            order.append(t)
+            order.append(fn)
             continue
-        if id(t) in seen or t._ctx is None:
+        if id(fn) in seen:
             continue
-        seen.add(id(t))
-        fn = t._ctx
-        if getattr(fn, "inputs", None) is None:
-            raise RuntimeError(
-                f"trying to backward through the graph a second time ({fn.name} was freed by an "
-                "earlier backward()); pass retain_graph=True to the first backward() if you need to")
-        stack.append((t, True))
-        stack.extend((i, False) for i in fn.inputs if i.requires_grad and i._ctx is not None)
+        seen.add(id(fn))
+        edges = fn.__dict__.get("edges")
+        if edges is None:
+            raise fn._freed_error()
+        stack.append((fn, True))
+        for e in edges:
+            if e is not None and id(e) not in seen and isinstance(e, Function):
+                stack.append((e, False))
     return order
 
 
 def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
     """Run the backward pass. With ``wanted`` (a list of tensors) return their gradients;
-    otherwise accumulate into the ``.grad`` of leaves (and of tensors that retain_grad)."""
-    grads = {}  # id -> [tensor, gradient]; holding the tensor keeps its id unique
+    otherwise accumulate into the ``.grad`` of leaves (and of tensors that retain_grad).
+
+    Gradients are keyed by graph node: the op that made a tensor, or a leaf tensor itself."""
+    grads = {}  # id(node) -> [node, gradient]; holding the node keeps its id unique
     for r, g in zip(roots, root_grads):
-        _accumulate(grads, r, g)
-    wanted_ids = None if wanted is None else {id(w) for w in wanted}
+        _accumulate(grads, _node_of(r), g)
+    wanted_ids = None if wanted is None else {id(_node_of(w)) for w in wanted}
     captured = {}
+    state = _mode.state
     with _mode.set_grad_mode(create_graph):
-        for t in reversed(_topological(roots)):
-            entry = grads.pop(id(t), None)
-            fn = t._ctx
+        for fn in reversed(_topological(roots)):
+            entry = grads.pop(id(fn), None)
             if entry is not None:
                 g = entry[1]
                 if wanted_ids is not None:
-                    if id(t) in wanted_ids:
-                        captured[id(t)] = g
-                elif t._retains_grad:
-                    t.grad = g if create_graph else g.detach()
-                if _mode._anomaly_mode:
+                    if id(fn) in wanted_ids:
+                        captured[id(fn)] = g
+                else:
+                    t = fn.output_ref()
+                    if t is not None and t._retains_grad and t._ctx is fn:
+                        t.grad = g if create_graph else g.detach()
+                if state.anomaly:
                     in_grads = _anomalous_backward(fn, g)
                 else:
                     in_grads = fn.backward(g)
-                for k, (inp, gi, need) in enumerate(zip(fn.inputs, in_grads, fn.needs_input_grad)):
+                for k, (edge, gi, need) in enumerate(zip(fn.edges, in_grads, fn.needs_input_grad)):
                     if need and gi is not None:
-                        if _mode._anomaly_mode:
+                        if state.anomaly:
                             _mode.check_finite(gi.data, gi._be, f"the backward of {fn.name} returned {{bad}} in the "
                                           f"gradient of its input {k} (op created at {fn.created_at})")
-                        if gi.data.shape != inp.data.shape:
-                            gi = gi.sum_to(inp.shape)
-                        if gi.data.dtype != inp.data.dtype:
-                            gi = gi.astype(inp.dtype)
-                        key = id(inp)
+                        try:
+                            shape, dtype = edge.out_meta
+                        except AttributeError:  # a leaf tensor
+                            shape, dtype = edge.data.shape, edge.data.dtype
+                        if gi.data.shape != shape:
+                            gi = gi.sum_to(shape)
+                        if gi.data.dtype != dtype:
+                            gi = gi.astype(dtype)
+                        key = id(edge)
                         previous = grads.get(key)
                         if previous is None:
-                            grads[key] = [inp, gi]
+                            grads[key] = [edge, gi]
                         else:
                             previous[1] = previous[1] + gi
             if not retain_graph:
-                fn.__dict__.clear()  # frees saved arrays and inputs; a second backward is an error
+                # fn.free(): saved tensors and arrays go now, so memory falls as backward proceeds
+                fn.__dict__.clear()
     stored = set()
     hooked = []
     for key, (t, g) in grads.items():  # what is left are leaves (tensors with no recorded op)
@@ -206,17 +224,18 @@ def _owned(g, stored):
 
 def _anomalous_backward(fn, g):
     fn.created_at = getattr(fn, "created_at", "<created outside detect_anomaly>")
-    previous, _mode.backward_node = _mode.backward_node, fn
+    state = _mode.state
+    previous, state.backward_node = state.backward_node, fn
     try:
         return fn.backward(g)
     finally:
-        _mode.backward_node = previous
+        state.backward_node = previous
 
 
-def _accumulate(grads, t, g):
-    entry = grads.get(id(t))
+def _accumulate(grads, node, g):
+    entry = grads.get(id(node))
     if entry is None:
-        grads[id(t)] = [t, g]
+        grads[id(node)] = [node, g]
     else:
         entry[1] = entry[1] + g
 
@@ -250,7 +269,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     captured = _backprop(roots, root_grads, retain_graph, create_graph, wanted=inputs)
     result = []
     for x in inputs:
-        g = captured.get(id(x))
+        g = captured.get(id(_node_of(x)))
         if g is None and not allow_unused:
             raise RuntimeError("grad(): one of the inputs was not used to compute the outputs; "
                                "pass allow_unused=True to get None for it")

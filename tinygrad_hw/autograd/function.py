@@ -13,9 +13,23 @@ Keyword parameters given to ``apply`` become attributes (``self.axis``...). Grad
 ``backward`` may have the *broadcast* shape of the output: the engine reduces them to the input's
 shape in one place, so no op handles broadcasting itself.
 
-Inside ``backward``: ``self.inputs`` are the input tensors, ``self.output`` the output tensor
-(a weak reference call, ``self.output()``), ``self.needs_input_grad[i]`` says whether input ``i``
-needs a gradient at all, and ``self.const(array)`` wraps an array as a constant tensor.
+What a recorded op keeps (PyTorch's ``save_for_backward``, Chainer's retain-by-index): the graph's
+edges point to the *ops* that produced the inputs (``self.edges``), never to the input tensors, so
+a forward activation lives only as long as an op saved it. An op says what its backward reads:
+
+* ``self.save_for_backward(*indices)`` in ``forward`` keeps the inputs at those positions (a class
+  attribute ``saves = (0, 1)`` says the same for every call; ``saves = ()`` keeps none);
+* ``self.save_output()`` in ``forward`` (or ``saves_output = True``) keeps the output's array.
+
+An op that declares nothing keeps every input (what a user's own op written for the old API
+expects). Inside ``backward``: ``self.inputs`` are the saved input tensors (``None`` where not
+saved), ``self.output()`` the saved output as a tensor of this op (so gradients of it flow back
+into the graph; ``self.output_data()`` is its array, for array-level code),
+``self.needs_input_grad[i]`` says whether input ``i`` needs a gradient at all (known in
+``forward`` too, so an op can save only what the requested gradients read), and
+``self.const(array)`` wraps an array as a constant tensor. Reading a saved tensor that was
+modified in place since it was saved raises PyTorch's ``RuntimeError`` (version counters).
+The engine frees a node's saved state once its backward ran, unless ``retain_graph=True``.
 """
 from __future__ import annotations
 
@@ -25,8 +39,15 @@ from . import grad_mode as _mode
 
 __all__ = ["Function"]
 
+_state = _mode.state
+_PARTNERS = {(True, True): (0, 1), (True, False): (1,), (False, True): (0,), (False, False): ()}
+
 
 class Function:
+    saves = None          # input positions kept for backward; None: every input
+    saves_output = False  # whether backward reads the output
+    view = False          # whether the output may share the first input's memory (reshape...)
+
     def __init__(self, backend, **params):
         self.backend = backend
         self.xp = backend.xp
@@ -36,34 +57,141 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         """Run the op on tensors ``inputs``; where one of them requires grad and grad mode is on,
-        record it in the graph (the output's ``_ctx`` is this op, which keeps its inputs)."""
+        record it in the graph (the output's ``_ctx`` is this op)."""
         first = inputs[0]
         be = first._be
         arrays = []
-        record = False
+        needs = []
         for t in inputs:
             if t._be is not be:
                 raise ValueError(f"{cls.__name__}: tensors on two backends, {be.name} and "
                                  f"{t._be.name}; move one with .to({be.name!r})")
             arrays.append(t.data)
-            record = record or t.requires_grad
+            needs.append(t.requires_grad)
+        state = _state
+        record = state.grad_enabled and True in needs
         fn = cls(be, **params)
-        out = first._make(fn.forward(*arrays), be)
-        if _mode._anomaly_mode:
+        # known to forward, which may save only what the gradients asked for will read
+        fn.needs_input_grad = tuple(needs) if record else (False,) * len(needs)
+        data = fn.forward(*arrays)
+        make = first._make
+        out = make(data, be)
+        if fn.view:  # one memory, one version counter: an in-place change through either counts
+            out._vc = first._vc
+            out._is_view = True
+        if state.anomaly:
             fn._check_output(out, inputs)
-        if record and _mode._grad_enabled:
+        if record:
             out.requires_grad = True
             out._ctx = fn
-            fn.inputs = inputs
-            fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
-            fn.output = weakref.ref(out)
+            fn._make = make
+            # an edge per input: the op that made it, the leaf itself, or None (no gradient)
+            if len(inputs) == 2:  # the common cases, without a comprehension
+                a, b = inputs
+                fn.edges = (a._ctx or (a if needs[0] else None), b._ctx or (b if needs[1] else None))
+            elif len(inputs) == 1:
+                fn.edges = (first._ctx or first,)
+            else:
+                fn.edges = tuple([t._ctx or (t if t.requires_grad else None) for t in inputs])
+            fn.out_meta = (data.shape, data.dtype)  # what the consumers' gradients must be
+            fn.output_ref = weakref.ref(out)  # for retain_grad(), never to keep the output alive
+            saves = fn.saves
+            if saves is None or len(saves) == len(inputs):
+                fn._saved = inputs
+                fn._versions = tuple([t._vc[0] for t in inputs])
+            elif saves:
+                saved = [None] * len(inputs)
+                for i in saves:
+                    saved[i] = inputs[i]
+                fn._saved = saved
+                fn._versions = tuple([t._vc[0] if t is not None else 0 for t in saved])
+            if fn.saves_output:
+                # the array and version counter, not the tensor: a node holding its own output
+                # tensor would be a reference cycle
+                vc = out._vc
+                fn._saved_out = (data, vc, vc[0])
         return out
+
+    # -- what backward reads ---------------------------------------------------------------------
+    def save_for_backward(self, *indices):
+        """Called in ``forward``: keep the inputs at these positions for ``backward``."""
+        self.saves = indices
+
+    def save_partners(self, *groups):
+        """Called in ``forward``: keep input ``j`` where some input ``i != j`` of the same group
+        needs a gradient (the gradient of a product in one factor reads the others). ``groups``
+        are tuples of positions; none given: all inputs form one group."""
+        need = self.needs_input_grad
+        if not groups and len(need) == 2:  # the common case, without the generators
+            self.saves = _PARTNERS[need]
+            return
+        groups = groups or (tuple(range(len(need))),)
+        self.saves = tuple(j for group in groups for j in group
+                           if any(need[i] for i in group if i != j))
+
+    def save_output(self):
+        """Called in ``forward``: keep the output for ``backward`` (read as ``self.output()``)."""
+        self.saves_output = True
+
+    @property
+    def inputs(self) -> tuple:
+        """The saved input tensors (``None`` where an input was not saved), checked against
+        in-place changes since they were saved."""
+        saved = self.__dict__.get("_saved")
+        if saved is None:
+            if "edges" not in self.__dict__:
+                raise self._freed_error()
+            return (None,) * len(self.needs_input_grad)
+        for t, version in zip(saved, self._versions):
+            if t is not None and t._vc[0] != version:
+                raise self._version_error(t.shape, t.dtype, t._vc, version)
+        return tuple(saved)
+
+    def output_data(self):
+        """The saved output's array (checked against in-place changes), for array-level backward code."""
+        saved = self.__dict__.get("_saved_out")
+        if saved is None:
+            if "edges" not in self.__dict__:
+                raise self._freed_error()
+            raise RuntimeError(f"{self.name}.backward reads its output, but forward did not call "
+                               "save_output()")
+        data, vc, version = saved
+        if vc[0] != version:
+            raise self._version_error(data.shape, data.dtype, vc, version)
+        return data
+
+    def output(self):
+        """The saved output as a tensor whose op is this one (checked against in-place changes)."""
+        data = self.output_data()
+        vc = self._saved_out[1]
+        t = self._make(data, self.backend, True)
+        t._ctx = self
+        t._vc = vc
+        return t
+
+    def free(self) -> None:
+        """Drop everything the node holds (saved tensors and arrays, edges); a second backward
+        through it is then an error."""
+        self.__dict__.clear()
+
+    def _freed_error(self):
+        return RuntimeError(f"trying to backward through the graph a second time ({self.name} was "
+                            "freed by an earlier backward()), or to read saved tensors after they were "
+                            "freed; pass retain_graph=True to the first backward() if you need to")
+
+    def _version_error(self, shape, dtype, vc, version):
+        modified_by = f" by {vc[1]}" if vc[1] else ""
+        return RuntimeError(
+            "one of the variables needed for gradient computation has been modified by an inplace "
+            f"operation: a {dtype} tensor of shape {tuple(shape)} saved by {self.name} was modified"
+            f"{modified_by}; it is at version {vc[0]}, expected version {version} instead. Hint: "
+            "copy it before the in-place operation, or use the out-of-place form")
 
     def _check_output(self, out, inputs):
         """Anomaly mode: raise where this op made a NaN or Inf, naming the op and its origin."""
         be = out._be
         self.created_at = _mode.user_frame()
-        node = _mode.backward_node
+        node = _state.backward_node
         where = (f"in the backward of {node.name} (created at {node.created_at})"
                  if node is not None else f"(created at {self.created_at})")
         finite_inputs = all(bool(be.xp.isfinite(t.data).all()) for t in inputs if t.dtype.kind == "f")
@@ -79,7 +207,7 @@ class Function:
 
     def const(self, array):
         """A constant (no-gradient) tensor on this op's backend."""
-        return self.inputs[0]._const(array)
+        return self._make(self.backend.asarray(array), self.backend)
 
     @property
     def name(self) -> str:

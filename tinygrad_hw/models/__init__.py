@@ -7,14 +7,15 @@ two such models (either may be tinygrad_hw or PyTorch). PyTorch is optional: onl
 """
 from __future__ import annotations
 
-from .cifar import fast_cnn, resnet9, small_cnn, vgg_style
+from .cifar import bn_cnn, fast_cnn, resnet9, small_cnn, vgg_style
 from .whitening import patch_whitening_filters, whiten_first_conv
 
 __all__ = ["MODELS", "ALIASES", "build", "canonical_name", "size_kwargs", "torch_model", "copy_weights",
-           "count_parameters", "small_cnn", "fast_cnn", "resnet9", "vgg_style",
+           "count_parameters", "small_cnn", "fast_cnn", "resnet9", "vgg_style", "bn_cnn",
            "patch_whitening_filters", "whiten_first_conv"]
 
-MODELS = {"small_cnn": small_cnn, "fast_cnn": fast_cnn, "resnet9": resnet9, "vgg_style": vgg_style}
+MODELS = {"small_cnn": small_cnn, "fast_cnn": fast_cnn, "resnet9": resnet9, "vgg_style": vgg_style,
+          "bn_cnn": bn_cnn}
 # names used by earlier versions (and by checkpoints they wrote)
 ALIASES = {"seed": "small_cnn", "fast": "fast_cnn", "vgg": "resnet9"}
 
@@ -39,7 +40,7 @@ def size_kwargs(name: str, widths=None, stem=None) -> dict:
             kwargs["channels"] = tuple(widths)
         elif name == "resnet9":
             kwargs["width"] = int(widths[0])
-        else:
+        else:  # fast_cnn, vgg_style, bn_cnn
             kwargs["widths"] = tuple(widths)
     if stem is not None and name == "fast_cnn":
         kwargs["stem"] = int(stem)

@@ -12,7 +12,7 @@ shapes in both libraries, so weights copied from one make the other compute the 
 """
 from __future__ import annotations
 
-__all__ = ["small_cnn", "fast_cnn", "resnet9", "vgg_style"]
+__all__ = ["small_cnn", "fast_cnn", "resnet9", "vgg_style", "bn_cnn"]
 
 
 def _default_lib(lib):
@@ -142,4 +142,20 @@ def vgg_style(lib=None, widths=(32, 64, 128), hidden: int = 256, dropout: float 
         cin, size = width, size // 2
     layers += [nn.Flatten(), nn.Linear(cin * size * size, hidden), nn.ReLU(), nn.Dropout(dropout),
                nn.Linear(hidden, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def bn_cnn(lib=None, widths=(32, 64, 128, 256), num_classes: int = 10):
+    """A plain conv-BatchNorm-ReLU CNN (the benchmark's memory case): one block per width of
+    conv3x3 (no bias) -> BatchNorm -> ReLU, with 2x2 max pooling between blocks (32x32 -> 16 ->
+    8 -> 4), then Linear(widths[-1] * 4 * 4, 10): 4096 -> 10 with the default widths."""
+    nn = _default_lib(lib)
+    layers, cin, size = [], 3, 32
+    for i, width in enumerate(widths):
+        if i:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        cin = width
+    layers += [nn.Flatten(), nn.Linear(cin * size * size, num_classes)]
     return nn.Sequential(*layers)

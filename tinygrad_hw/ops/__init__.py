@@ -21,13 +21,13 @@ from .reduce import Max, Min, LogSoftmax, Softmax, Sum
 from .elementwise import Clone, Cos, Sin
 from .nn import BinaryCrossEntropy
 from .reduce import Cumsum, Norm2, NormP, Prod
-from .shape import Cat, Expand, GetItem, Pad, Permute, Reshape, ScatterInto
+from .shape import Cat, Expand, GetItem, Pad, Permute, Reshape, ScatterInto, SetItem
 
 __all__ = [
     "Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum", "Where", "Neg", "Exp", "Log", "Log1p",
     "Sqrt", "Tanh", "Sigmoid", "Abs", "Relu", "LeakyRelu", "Clamp", "Cast",
     "Sum", "Max", "Min", "Softmax", "LogSoftmax",
-    "Reshape", "Permute", "Expand", "GetItem", "ScatterInto", "Pad", "Cat",
+    "Reshape", "Permute", "Expand", "GetItem", "ScatterInto", "SetItem", "Pad", "Cat",
     "MatMul", "Linear", "Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad",
     "MaxPool2d", "MaxPool2dBackward", "MaxPool2dGather", "AvgPool2d", "AvgPool2dBackward",
     "BatchNormTrain", "CrossEntropyRows", "NormalCdf",

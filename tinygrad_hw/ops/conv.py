@@ -28,13 +28,20 @@ class _ConvFamily(Function):
         """The parameters every member shares, to pass on to another member."""
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
+    def save(self, a, b):
+        """Called by each member's forward with its two array inputs: the gradient in one input
+        reads the other (never the bias), and only the spatial sizes of the inputs themselves."""
+        self.save_partners((0, 1))
+        self.in_hw = (a.shape[2:], b.shape[2:])
+
     def backward(self, cotangent):
         tensors = dict(zip(self.roles, self.inputs[:2]))
         tensors[self.makes] = cotangent
+        sizes = dict(zip(self.roles, self.in_hw))
         grads = []
         for role, need in zip(self.roles, self.needs_input_grad):
             maker = _MAKERS[role]
-            size = {maker.size_param: tensors[role].shape[2:]}
+            size = {maker.size_param: sizes[role]}
             grads.append(maker.apply(*(tensors[r] for r in maker.roles), **size, **self.geometry())
                          if need else None)
         return tuple(grads)
@@ -48,11 +55,12 @@ class Conv2d(_ConvFamily):
     roles, makes, size_param = ("x", "w"), "g", "out_hw"
 
     def forward(self, x, w, b=None):
+        self.save(x, w)
         return conv2d_forward(self.backend, x, w, out_hw=self.out_hw, bias=b, **self.geometry())
 
     def backward(self, g):
         grads = super().backward(g)
-        if len(self.inputs) == 2:
+        if len(self.needs_input_grad) == 2:
             return grads
         return grads + (g.sum((0, 2, 3)) if self.needs_input_grad[2] else None,)
 
@@ -64,6 +72,7 @@ class Conv2dInputGrad(_ConvFamily):
     roles, makes, size_param = ("g", "w"), "x", "input_hw"
 
     def forward(self, g, w):
+        self.save(g, w)
         return conv2d_input_grad(self.backend, g, w, self.input_hw, **self.geometry())
 
 
@@ -74,6 +83,7 @@ class Conv2dWeightGrad(_ConvFamily):
     roles, makes, size_param = ("x", "g"), "w", "kernel_hw"
 
     def forward(self, x, g):
+        self.save(x, g)
         return conv2d_weight_grad(self.backend, x, g, self.kernel_hw, **self.geometry())
 
 

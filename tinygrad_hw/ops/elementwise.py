@@ -6,7 +6,7 @@ each input's shape in one place (see :mod:`tinygrad_hw.autograd.engine`).
 """
 from __future__ import annotations
 
-from ..autograd.function import Function
+from ..autograd.function import _PARTNERS, Function
 
 __all__ = ["Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum", "Where", "Neg", "Exp", "Log",
            "Log1p", "Sqrt", "Tanh", "Sigmoid", "Abs", "Relu", "LeakyRelu", "Clamp", "Cast",
@@ -14,6 +14,8 @@ __all__ = ["Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum", "Where", "Ne
 
 
 class Add(Function):
+    saves = ()
+
     def forward(self, a, b):
         return a + b
 
@@ -22,6 +24,8 @@ class Add(Function):
 
 
 class Sub(Function):
+    saves = ()
+
     def forward(self, a, b):
         return a - b
 
@@ -31,6 +35,7 @@ class Sub(Function):
 
 class Mul(Function):
     def forward(self, a, b):
+        self.saves = _PARTNERS[self.needs_input_grad]  # d/da reads b, d/db reads a
         return a * b
 
     def backward(self, g):
@@ -41,6 +46,8 @@ class Mul(Function):
 
 class Div(Function):
     def forward(self, a, b):
+        need = self.needs_input_grad
+        self.save_for_backward(*((0, 1) if need[1] else (1,) if need[0] else ()))
         return a / b
 
     def backward(self, g):
@@ -54,6 +61,9 @@ class Pow(Function):
     """``a ** b``. The exponent's gradient uses log(a); like PyTorch it is 0 where a == 0 and b >= 0."""
 
     def forward(self, a, b):
+        self.save_for_backward(0, 1)
+        if self.needs_input_grad[1]:
+            self.save_output()
         return a ** b
 
     def backward(self, g):
@@ -70,6 +80,8 @@ class Pow(Function):
 class _Extremum(Function):
     """Elementwise maximum or minimum; on ties the gradient is split evenly, as in PyTorch.
     Subclasses name the array function (``pick``) and the comparison that makes ``a`` win."""
+
+    saves = ()
 
     def forward(self, a, b):
         self.share_a = self.wins(a, b) + 0.5 * (a == b)
@@ -100,6 +112,8 @@ class Minimum(_Extremum):
 class Where(Function):
     """``where(cond, a, b)`` with a boolean array ``cond`` given as a parameter (no gradient)."""
 
+    saves = ()
+
     def forward(self, a, b):
         return self.xp.where(self.cond, a, b)
 
@@ -109,6 +123,8 @@ class Where(Function):
 
 
 class Neg(Function):
+    saves = ()
+
     def forward(self, a):
         return -a
 
@@ -117,6 +133,8 @@ class Neg(Function):
 
 
 class Exp(Function):
+    saves, saves_output = (), True
+
     def forward(self, a):
         return self.xp.exp(a)
 
@@ -125,6 +143,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    saves = (0,)
+
     def forward(self, a):
         return self.xp.log(a)
 
@@ -135,6 +155,8 @@ class Log(Function):
 class Log1p(Function):
     """log(1 + a), accurate for tiny a."""
 
+    saves = (0,)
+
     def forward(self, a):
         return self.xp.log1p(a)
 
@@ -143,6 +165,8 @@ class Log1p(Function):
 
 
 class Sqrt(Function):
+    saves, saves_output = (), True
+
     def forward(self, a):
         return self.xp.sqrt(a)
 
@@ -151,6 +175,8 @@ class Sqrt(Function):
 
 
 class Tanh(Function):
+    saves, saves_output = (), True
+
     def forward(self, a):
         return self.xp.tanh(a)
 
@@ -160,6 +186,8 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
+    saves, saves_output = (), True
+
     def forward(self, a):
         xp = self.xp
         # exp of a non-positive number only: no overflow for large |a|
@@ -178,6 +206,8 @@ class _Masked(Function):
     promotion that would first cast the mask to a float array (NumPy multiplies float by bool in
     one pass; ``where`` measured 7x slower)."""
 
+    saves = ()
+
     def backward(self, g):
         return (Mul.apply(g, self.const(self.slope)),)
 
@@ -192,11 +222,19 @@ class Abs(_Masked):
 
 class Relu(_Masked):
     """max(a, 0): NaN stays NaN, gradient 1 where a > 0. Deviation: relu(-0.0) is +0.0 here
-    (PyTorch keeps -0.0), the price of making the output with one ``maximum``."""
+    (PyTorch keeps -0.0), the price of making the output with one ``maximum``.
+
+    Saves its output, as PyTorch does, not a mask: the next layer (a convolution, a linear
+    layer) usually saves that same array, so it costs no memory; the mask ``y > 0`` (equal to
+    ``a > 0``, NaN included) is made again in backward."""
+
+    saves_output = True
 
     def forward(self, a):
-        self.slope = a > 0
         return self.xp.maximum(a, 0)  # keeps NaN, and -inf becomes 0
+
+    def backward(self, g):
+        return (Mul.apply(g, self.const(self.output_data() > 0)),)
 
 
 class LeakyRelu(_Masked):
@@ -215,12 +253,14 @@ class Clamp(_Masked):
             inside &= a >= self.min
         if self.max is not None:
             inside &= a <= self.max
-        self.slope = inside.astype(a.dtype)
+        self.slope = inside  # a boolean mask: a quarter of a float32 slope's memory
         return xp.clip(a, self.min, self.max).astype(a.dtype, copy=False)
 
 
 class Cast(Function):
     """``a`` in ``dtype``; the gradient is cast back to the input's dtype."""
+
+    saves = ()
 
     def forward(self, a):
         self.in_dtype = a.dtype

@@ -33,19 +33,26 @@ class BatchNormTrain(Function):
     ``sum_over_ranks`` (SyncBatchNorm's): a function that sums the backward pass's two
     per-channel reductions over every rank's batch, whose total size is ``count``; the weight
     and bias gradients stay this rank's. First-order gradients only.
+
+    Saves the input and the weight (and the per-channel ``mean`` and ``invstd``), as PyTorch
+    does, not ``xhat``: the input is usually the convolution's output, which nothing else keeps,
+    while ``xhat`` would be one more activation-sized array; backward makes it again.
     """
 
     sum_over_ranks = None
 
     def forward(self, x, w=None, b=None):
-        out = self.xhat * w.reshape(self.bshape) if w is not None else self.xhat.copy()
+        self.save_for_backward(*((0,) if w is None else (0, 1)))
+        xhat = self.xhat
+        del self.xhat  # not kept: backward recomputes it from the saved input
+        out = xhat * w.reshape(self.bshape) if w is not None else xhat.copy()
         if b is not None:
             out += b.reshape(self.bshape)
         return out
 
     def backward(self, g):
         x = self.inputs[0]
-        affine = len(self.inputs) == 3
+        affine = len(self.needs_input_grad) == 3
         axes = self.axes
         n = self.count
         if not is_grad_enabled():  # first order: the same closed form straight on the arrays
@@ -77,7 +84,10 @@ class BatchNormTrain(Function):
         # per-channel sums with einsum (3x faster than sum() here, and g * xhat needs no
         # temporary): dx = scale * g - xhat * (scale * mean(g * xhat)) - scale * mean(g), with
         # scale = invstd * w per channel
-        n, xhat, xp = self.count, self.xhat, self.xp
+        n, xp = self.count, self.xp
+        # xhat again from the saved input (it was not kept); its buffer becomes dx's below
+        xhat = self.inputs[0].data - self.mean
+        xhat *= self.invstd.reshape(self.bshape)
         if self.backend.name == "numpy":
             letters = "abcdefgh"[:g.ndim]
             per_channel = f"{letters}->{letters[1]}"
@@ -103,8 +113,9 @@ class BatchNormTrain(Function):
                     return (gx,)
                 return (gx, self.const(gx_hat_sum.reshape(-1)) if need[1] else None,
                         self.const(g_sum.reshape(-1)) if need[2] else None)
-            gx = g * scale
-            gx -= xhat * (scale * all_gx_hat / n)
+            gx = xhat  # xhat is not read after this: dx is built in its buffer
+            gx *= -(scale * all_gx_hat / n)
+            gx += g * scale
             gx -= scale * all_g / n
             gx = self.const(gx)
         if not affine:
@@ -117,7 +128,10 @@ class CrossEntropyRows(Function):
     """Cross-entropy of logits (N, C) against integer labels in one node (the composition is
     about ten: log_softmax, a gather, weights, the reduction). Params: ``labels`` (N,) with
     ignored rows mapped to class 0, ``row_weight`` (N,) (0 for ignored rows), ``total`` (the 'mean'
-    denominator) and ``reduction``. Keeps the softmax for the backward pass."""
+    denominator) and ``reduction``. Keeps the softmax for the backward pass (and the logits,
+    which only a recorded backward pass, ``create_graph``, reads)."""
+
+    saves = (0,)
 
     def forward(self, x):
         xp = self.xp
@@ -156,6 +170,8 @@ class CrossEntropyRows(Function):
 
 class NormalCdf(Function):
     """Phi(x) = P(Z <= x) for a standard normal Z; derivative the density, as a Tensor expression."""
+
+    saves = (0,)
 
     def forward(self, x):
         xp = self.xp

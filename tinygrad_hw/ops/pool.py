@@ -15,6 +15,8 @@ class MaxPool2d(Function):
     """Max pooling. Keeps the argmax of every window; ``sink`` (a dict or None) receives it for
     ``return_indices``."""
 
+    saves = ()  # the routes and shapes kept on the op are all backward reads
+
     def forward(self, x):
         y, self.argmax = max_pool2d_forward(self.backend, x, self.kernel, self.stride, self.padding,
                                             self.dilation, self.ceil_mode)
@@ -32,6 +34,8 @@ class MaxPool2d(Function):
 class MaxPool2dBackward(Function):
     """Scatter of output gradients to the windows' maxima; its adjoint is MaxPool2dGather."""
 
+    saves = ()  # the routes and shapes kept on the op are all backward reads
+
     def forward(self, g):
         return self.route.scatter(g)
 
@@ -42,6 +46,8 @@ class MaxPool2dBackward(Function):
 class MaxPool2dGather(Function):
     """Reads an input-shaped tensor at the windows' maxima; its adjoint is MaxPool2dBackward."""
 
+    saves = ()  # the routes and shapes kept on the op are all backward reads
+
     def forward(self, x):
         return self.route.gather(x)
 
@@ -51,6 +57,8 @@ class MaxPool2dGather(Function):
 
 class AvgPool2d(Function):
     """Average pooling (linear): its gradient is AvgPool2dBackward, whose gradient is AvgPool2d."""
+
+    saves = ()  # the routes and shapes kept on the op are all backward reads
 
     def forward(self, x):
         self.input_shape = x.shape
@@ -64,6 +72,8 @@ class AvgPool2d(Function):
 
 
 class AvgPool2dBackward(Function):
+    saves = ()
+
     def forward(self, g):
         return avg_pool2d_backward(self.backend, g, self.input_shape, self.kernel, self.stride,
                                    self.padding, self.ceil_mode, self.count_include_pad)

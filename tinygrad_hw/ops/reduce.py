@@ -14,6 +14,8 @@ def _kept_shape(shape, axis):
 class Sum(Function):
     """Sum over ``axis`` (tuple of non-negative ints)."""
 
+    saves = ()
+
     def forward(self, a):
         self.in_shape = a.shape
         return a.sum(axis=self.axis, keepdims=self.keepdims)
@@ -24,6 +26,8 @@ class Sum(Function):
 
 class Max(Function):
     """Maximum over ``axis`` (like ``torch.amax``: ties share the gradient evenly)."""
+
+    saves = ()
 
     def forward(self, a):
         out = a.max(axis=self.axis, keepdims=True)
@@ -45,6 +49,8 @@ class Min(Max):
 
 
 class Softmax(Function):
+    saves, saves_output = (), True
+
     def forward(self, a):
         xp = self.xp
         shifted = a - a.max(axis=self.axis, keepdims=True)
@@ -57,6 +63,8 @@ class Softmax(Function):
 
 
 class LogSoftmax(Function):
+    saves, saves_output = (), True
+
     def forward(self, a):
         xp = self.xp
         shifted = a - a.max(axis=self.axis, keepdims=True)

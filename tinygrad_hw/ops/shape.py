@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from ..autograd.function import Function
 
-__all__ = ["Reshape", "Permute", "Expand", "GetItem", "ScatterInto", "Pad", "Cat"]
+__all__ = ["Reshape", "Permute", "Expand", "GetItem", "ScatterInto", "SetItem", "Pad", "Cat"]
 
 
 class Reshape(Function):
+    saves = ()  # shape ops read no values in backward, only shapes and indices
+    view = True
+
     def forward(self, a):
         self.in_shape = a.shape
         return a.reshape(self.shape)
@@ -17,6 +20,9 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    saves = ()
+    view = True
+
     def forward(self, a):
         return a.transpose(self.axes)
 
@@ -30,6 +36,9 @@ class Permute(Function):
 class Expand(Function):
     """Broadcast to ``shape`` (a read-only view); the engine sums the gradient back."""
 
+    saves = ()
+    view = True
+
     def forward(self, a):
         return self.xp.broadcast_to(a, self.shape)
 
@@ -40,9 +49,13 @@ class Expand(Function):
 class GetItem(Function):
     """``a[index]`` for basic and advanced indices; backward scatters (adding repeats)."""
 
+    saves = ()
+
     def forward(self, a):
         self.in_shape = a.shape
-        return a[self.index]
+        out = a[self.index]
+        self.view = out.base is not None and not _has_array(self.index)  # basic indexing
+        return out
 
     def backward(self, g):
         return (g._scatter_into(self.in_shape, self.index),)
@@ -50,6 +63,8 @@ class GetItem(Function):
 
 class ScatterInto(Function):
     """Zeros of ``shape`` with ``g`` added at ``index`` (the adjoint of ``GetItem``)."""
+
+    saves = ()
 
     def forward(self, g):
         xp = self.xp
@@ -64,6 +79,30 @@ class ScatterInto(Function):
         return (gg[self.index],)
 
 
+class SetItem(Function):
+    """``a`` with ``v`` written at ``index`` (the differentiable form of ``a[index] = v``): the
+    gradient of ``a`` is zero at ``index``, that of ``v`` the output's gradient read there."""
+
+    saves = ()
+
+    def forward(self, a, v):
+        out = a.copy()
+        out[self.index] = v
+        if self.needs_input_grad[0]:
+            self.written = self.xp.zeros(a.shape, dtype=bool)
+            self.written[self.index] = True
+        return out
+
+    def backward(self, g):
+        return (g.where(~self.written, 0) if self.needs_input_grad[0] else None,
+                g[self.index] if self.needs_input_grad[1] else None)
+
+
+def _has_array(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(i, "dtype") for i in items)
+
+
 def _has_int_array(index):
     items = index if isinstance(index, tuple) else (index,)
     return any(hasattr(i, "dtype") and i.dtype.kind in "iu" for i in items)
@@ -71,6 +110,8 @@ def _has_int_array(index):
 
 class Pad(Function):
     """Constant padding; ``widths`` is a tuple of (before, after) per axis."""
+
+    saves = ()
 
     def forward(self, a):
         return self.xp.pad(a, self.widths, mode="constant", constant_values=self.value)
@@ -81,6 +122,8 @@ class Pad(Function):
 
 
 class Cat(Function):
+    saves = ()
+
     def forward(self, *arrays):
         self.sizes = [a.shape[self.axis] for a in arrays]
         return self.xp.concatenate(arrays, axis=self.axis)

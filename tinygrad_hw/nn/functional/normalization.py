@@ -120,7 +120,7 @@ def _batch_norm(name, input, running_mean, running_var, weight, bias, training, 
                 rv = running_var.data
                 rv *= 1.0 - m
                 rv += (m * count / (count - 1) * var.reshape(-1)).astype(rv.dtype, copy=False)
-        params = dict(xhat=xhat, invstd=invstd.reshape(-1), axes=axes, bshape=bshape, count=count,
+        params = dict(xhat=xhat, mean=mean, invstd=invstd.reshape(-1), axes=axes, bshape=bshape, count=count,
                       eps=eps, sum_over_ranks=sync)
         if weight is None:
             return BatchNormTrain.apply(input, **params)
