@@ -326,6 +326,6 @@ def test_hw_tensor_copies_so_inplace_ops_leave_the_source_array_alone_like_pytor
         t.add_(1)
         np.testing.assert_array_equal(np.asarray(t.numpy()), [1, 2, 3])
     np.testing.assert_array_equal(source, [0, 1, 2])
-    shared = Tensor(source)  # the constructor wraps the array, as torch.from_numpy does
+    shared = Tensor(source, backend="numpy")  # the constructor wraps the array, as torch.from_numpy does
     shared.add_(1)
     np.testing.assert_array_equal(source, [1, 2, 3])

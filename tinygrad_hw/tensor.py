@@ -390,7 +390,8 @@ class Tensor:
         data = self.data
         if isinstance(data, numpy.generic):  # a 0-d result of a reduction: an immutable scalar
             self.data = self._be.asarray(result.data).copy()
-        elif not getattr(data.flags, "writeable", True):
+        elif any(step == 0 and size > 1 for step, size in zip(data.strides, data.shape)):
+            # a zero stride is what expand() makes (CuPy's arrays have no flags.writeable)
             raise RuntimeError("unsupported operation: more than one element of the written-to tensor "
                                "refers to a single memory location (an expand()ed tensor). Please copy "
                                "the tensor before performing the operation.")

@@ -79,6 +79,8 @@ class LogSoftmax(Function):
 class Cumsum(Function):
     """Running sum along ``axis`` (an int); its adjoint is the running sum from the other end."""
 
+    saves = ()
+
     def forward(self, a):
         return self.xp.cumsum(a, axis=self.axis)
 
@@ -89,6 +91,8 @@ class Cumsum(Function):
 class Norm2(Function):
     """The Euclidean norm over ``axis`` (tuple of ints). Like PyTorch, the gradient at a zero
     vector is 0 (the subgradient), not the 0/0 of the chain rule."""
+
+    saves, saves_output = (0,), True
 
     def forward(self, a):
         out = self.xp.sqrt((a * a).sum(axis=self.axis, keepdims=True))
@@ -110,6 +114,8 @@ class Prod(Function):
     ops, so it is differentiable again. Limitation: the second derivative is exact only in slices
     without zeros (the zero pattern is treated as a constant)."""
 
+    saves = (0,)
+
     def forward(self, a):
         out = a.prod(axis=self.axis, keepdims=True)
         return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
@@ -130,6 +136,8 @@ class NormP(Function):
     """The p-norm over ``axis`` for a finite ``p`` other than 0, 1 and 2:
     ``(sum |a|^p)^(1/p)``, with PyTorch's gradient ``sign(a) |a|^(p-1) / norm^(p-1)``, which is 0
     for an all-zero vector (the chain rule through the power gives 0/0 there)."""
+
+    saves, saves_output = (0,), True
 
     def forward(self, a):
         xp = self.xp
