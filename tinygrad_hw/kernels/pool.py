@@ -2,12 +2,15 @@
 
 Like PyTorch: padding never wins a max-pooling window, ties go to the first maximum in row-major
 window order, and a NaN makes the window's output NaN. The differentiable ops that call these
-are in :mod:`tinygrad_hw.ops.pool`.
+are in :mod:`tinygrad_hw.ops.pool`. With numba installed, max pooling's forward (values and
+first-maximum positions) and backward (the scatter to the maxima) are single compiled passes
+(:mod:`~tinygrad_hw.kernels.compiled`); the NumPy code here is the reference.
 """
 from __future__ import annotations
 
 import math
 
+from . import compiled
 from .geometry import pool_output_size, valid_range
 from .parallel import map_chunks, split_ranges
 from .scratch import pad_image, workspace
@@ -67,6 +70,16 @@ def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), c
     idx_dtype = xp.int8 if positions <= 127 else (xp.int16 if positions <= 32767 else xp.int32)
     y = xp.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = xp.zeros((n, c, oh, ow), dtype=idx_dtype)
+    if compiled.active(be, x):
+        xc = xp.ascontiguousarray(x)
+
+        def chunk(span):
+            n0, n1 = span
+            compiled.max_pool_forward(xc[n0:n1], y[n0:n1], argmax[n0:n1], kh, kw, stride[0], stride[1],
+                                      padding[0], padding[1], dilation[0], dilation[1])
+
+        map_chunks(be, chunk, split_ranges(be, n, x.nbytes))
+        return y, argmax
 
     def chunk(span):
         n0, n1 = span
@@ -166,12 +179,37 @@ class MaxPoolRoute:
 
     def __init__(self, be, argmax, input_shape, kernel, stride, padding, dilation):
         self.be, self.input_shape = be, input_shape
-        self.flat_index = max_pool2d_flat_indices(be, argmax, input_shape, kernel, stride, padding, dilation)
+        self.argmax, self.geometry = argmax, (kernel, stride, padding, dilation)
+        self._flat_index = None
         # windows overlap when the stride is shorter than the dilated kernel
         self.overlapping = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
 
+    @property
+    def flat_index(self):
+        """int64 indices of the maxima into the flattened input (made on first use: the
+        compiled scatter reads the kernel positions directly)."""
+        if self._flat_index is None:
+            self._flat_index = max_pool2d_flat_indices(self.be, self.argmax, self.input_shape, *self.geometry)
+        return self._flat_index
+
     def scatter(self, gy):
+        if compiled.active(self.be, gy):
+            return self._compiled_scatter(gy)
         return max_pool2d_scatter(self.be, gy, self.flat_index, self.input_shape, self.overlapping)
+
+    def _compiled_scatter(self, gy):
+        xp = self.be.xp
+        (_, kw), stride, padding, dilation = self.geometry
+        gy = xp.ascontiguousarray(gy)
+        gx = xp.empty(self.input_shape, dtype=gy.dtype)
+
+        def chunk(span):
+            n0, n1 = span
+            compiled.max_pool_backward(gy[n0:n1], self.argmax[n0:n1], gx[n0:n1], kw, stride[0], stride[1],
+                                       padding[0], padding[1], dilation[0], dilation[1])
+
+        map_chunks(self.be, chunk, split_ranges(self.be, self.input_shape[0], gx.nbytes))
+        return gx
 
     def gather(self, gx):
         return max_pool2d_gather(self.be, gx, self.flat_index)

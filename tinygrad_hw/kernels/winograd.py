@@ -4,11 +4,16 @@ For 3x3 / stride-1 / undilated / ungrouped convolutions with at least ``MIN_CHAN
 each way and outputs of at least ``MIN_SIZE`` on each side: 16 products of (O, C) by (C, tiles)
 matrices, for the forward pass, the input gradient (through the flipped kernel, by
 :func:`~tinygrad_hw.kernels.conv.conv2d_input_grad`) and the weight gradient.
+
+With numba installed the tile transforms are single compiled passes per chunk
+(:mod:`~tinygrad_hw.kernels.compiled`), on tiles without the filler column that the NumPy
+transforms below (the reference) need; only the 16 products stay in NumPy (BLAS).
 """
 from __future__ import annotations
 
 import numpy
 
+from . import compiled
 from .geometry import valid_range
 from .parallel import map_chunks
 from .scratch import bordered_workspace, image_chunks, workspace
@@ -122,6 +127,9 @@ def forward(be, x, w, padding, y, bias=None):
     o, oh, ow = y.shape[1:]
     tiles = (-(-oh // 2), -(-ow // 2))
     u = _winograd_filter(be, w)
+    if compiled.active(be, x, w):
+        _compiled_forward(be, x, u, padding, y, bias, tiles)
+        return
 
     def chunk(span):
         n0, n1 = span
@@ -135,6 +143,52 @@ def forward(be, x, w, padding, y, bias=None):
     map_chunks(be, chunk, image_chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
 
 
+def _compiled_forward(be, x, u, padding, y, bias, tiles):
+    """The forward pass with compiled tile transforms (bias added in the output transform)."""
+    xp = be.xp
+    n, c = x.shape[:2]
+    o = y.shape[1]
+    th, tw = tiles
+    x = xp.ascontiguousarray(x)
+    has_bias = bias is not None
+    bias = xp.ascontiguousarray(bias, dtype=x.dtype) if has_bias else xp.zeros(1, x.dtype)
+
+    def chunk(span):
+        n0, n1 = span
+        cols = (n1 - n0) * th * tw
+        v = workspace(be, "wino_v", (16, c, cols), x.dtype)
+        compiled.wino_input(x[n0:n1], v, padding[0], padding[2], th, tw)
+        m = workspace(be, "gemm", (16, o, cols), x.dtype)
+        xp.matmul(u, v, out=m)
+        compiled.wino_output(m, y[n0:n1], bias, has_bias, th, tw)
+
+    map_chunks(be, chunk, image_chunks(be, n, 16 * c * th * tw * x.dtype.itemsize))
+
+
+def _compiled_weight_grad(be, x, gy, padding, tiles):
+    """dU (16, O, C) = sum over tiles (A gy A^T) * V, with compiled transforms."""
+    xp = be.xp
+    n, c = x.shape[:2]
+    o = gy.shape[1]
+    th, tw = tiles
+    x, gy = xp.ascontiguousarray(x), xp.ascontiguousarray(gy)
+
+    def chunk(span):
+        n0, n1 = span
+        cols = (n1 - n0) * th * tw
+        v = workspace(be, "wino_v", (16, c, cols), x.dtype)
+        compiled.wino_input(x[n0:n1], v, padding[0], padding[2], th, tw)
+        m = workspace(be, "wino_m", (16, o, cols), gy.dtype)
+        compiled.wino_grad_output(gy[n0:n1], m, th, tw)
+        return xp.matmul(m, v.transpose(0, 2, 1))  # (16, O, C), fresh
+
+    parts = map_chunks(be, chunk, image_chunks(be, n, 16 * c * th * tw * x.dtype.itemsize))
+    du = parts[0]
+    for part in parts[1:]:
+        du += part
+    return du
+
+
 def weight_grad(be, x, gy, padding):
     """Weight gradient of a Winograd convolution: G^T [sum over tiles (A gy A^T) * V] G."""
     xp = be.xp
@@ -142,6 +196,10 @@ def weight_grad(be, x, gy, padding):
     o, oh, ow = gy.shape[1:]
     th, tw = tiles = (-(-oh // 2), -(-ow // 2))
     r = tw + 1
+    if compiled.active(be, x, gy):  # A gy A^T exactly: no signs to fold into G
+        du = _compiled_weight_grad(be, x, gy, padding, tiles)
+        gg = be.asarray(numpy.kron(_G, _G).astype(x.dtype))
+        return xp.einsum("in,ij->nj", du.reshape(16, o * c), gg).reshape(o, c, 3, 3)
 
     def chunk(span):
         n0, n1 = span
