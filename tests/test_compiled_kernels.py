@@ -90,18 +90,23 @@ def test_im2col_kernels_match_reference_and_torch(monkeypatch, case):
     _check_conv_kernels(monkeypatch, case)
 
 
+@pytest.mark.parametrize("tiles", [2, 4])
 @settings(max_examples=40, deadline=None)
 @given(case=winograd_cases())
-def test_winograd_kernels_match_reference_and_torch(monkeypatch, case):
+def test_winograd_kernels_match_reference_and_torch(monkeypatch, tiles, case):
+    """F(2x2, 3x3) and F(4x4, 3x3) (compiled) against the NumPy F(2x2) and PyTorch."""
+    monkeypatch.setattr(winograd, "FOUR_FROM", 1 if tiles == 4 else 10**9)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd, "MIN_SIZE", 1)
     _chunking(monkeypatch, case["seed"])
     _check_conv_kernels(monkeypatch, case)
 
 
-def test_winograd_compiled_on_a_network_layer_shape(monkeypatch):
-    """A real layer (32 channels at 16x16, float32, several chunks): compiled == reference, and
+@pytest.mark.parametrize("tiles", [2, 4])
+def test_winograd_compiled_on_a_network_layer_shape(monkeypatch, tiles):
+    """A real layer (32 channels at 16x13, float32, several chunks): compiled == reference, and
     both within float32 rounding of PyTorch."""
+    monkeypatch.setattr(winograd, "FOUR_FROM", 1 if tiles == 4 else 10**9)
     case = dict(n=5, cin=32, cout=48, groups=1, h=16, w=13, kernel=(3, 3), stride=(1, 1),
                 dilation=(1, 1), padding=(1, 1), bias=True, dtype=np.float32, seed=3)
     monkeypatch.setattr(scratch, "CHUNK_BYTES", 1 << 16)

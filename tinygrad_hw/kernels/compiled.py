@@ -119,100 +119,163 @@ def col2im(cols, gx, sh, sw, pt, pl, dh, dw):
 
 
 # --------------------------------------------------------------------------------------------------
-# Winograd F(2x2, 3x3) tile transforms (the products between them stay in BLAS)
+# Winograd F(m x m, 3x3) tile transforms, m = 2 or 4 (the products between them stay in BLAS)
 # --------------------------------------------------------------------------------------------------
+# Layout: a chunk's tiles are columns, tile (b, ti, tj) is column (b*th + ti)*tw + tj; V, M and U
+# hold the alpha x alpha transformed values (alpha = m + 2) as alpha*alpha planes (row-major in
+# the tile), V (alpha^2, C, tiles), M (alpha^2, O, tiles). Every transform works on one channel
+# at a time and loops over all of its tiles in the innermost loop (long, contiguous, vectorised),
+# and writes each output plane in one sequential run: 16 or 36 interleaved store streams a
+# multiple of 4 KiB apart would alias in the cache.
 @_jit
-def wino_input(x, v, pt, pl, th, tw):
-    """V (16, C, n*th*tw) = B^T d B for the 4x4 tile d at rows 2*ti - pt, columns 2*tj - pl of
-    every image of ``x`` (n, C, H, W), zero outside the image; tile (b, ti, tj) is column
-    (b*th + ti)*tw + tj. With B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]."""
+def _apply_left(mat, src, dst):
+    """dst[a, e, :] = sum_l mat[a, l] * src[l, e, :] (zeros of ``mat`` skipped)."""
+    rows, inner = mat.shape
+    cols, nt = src.shape[1], src.shape[2]
+    for a in range(rows):
+        for e in range(cols):
+            out = dst[a, e]
+            first = True
+            for l in range(inner):
+                coef = mat[a, l]
+                if coef == 0:
+                    continue
+                row = src[l, e]
+                if first:
+                    for i in range(nt):
+                        out[i] = coef * row[i]
+                    first = False
+                else:
+                    for i in range(nt):
+                        out[i] += coef * row[i]
+            if first:
+                out[:] = 0
+
+
+@_jit
+def _apply_right(mat, src, dst, plane0, ch):
+    """dst[plane0 + a*R + e, ch, :] = sum_l src[a, l, :] * mat[e, l], R = mat.shape[0]."""
+    rows_out, inner = mat.shape
+    nt = src.shape[2]
+    for a in range(src.shape[0]):
+        for e in range(rows_out):
+            out = dst[plane0 + a * rows_out + e, ch]
+            first = True
+            for l in range(inner):
+                coef = mat[e, l]
+                if coef == 0:
+                    continue
+                row = src[a, l]
+                if first:
+                    for i in range(nt):
+                        out[i] = coef * row[i]
+                    first = False
+                else:
+                    for i in range(nt):
+                        out[i] += coef * row[i]
+            if first:
+                out[:] = 0
+
+
+@_jit
+def wino_input(x, v, bt, m, pt, pl, th, tw):
+    """V (alpha^2, C, n*th*tw) = B^T d B for the alpha x alpha tile d at rows m*ti - pt, columns
+    m*tj - pl of every image of ``x`` (n, C, H, W), zero outside the image. Each image plane is
+    first copied into a zero-bordered plane that stays in the cache (the same cells are written
+    for every plane, so the border is zeroed once)."""
     n, c, h, w = x.shape
-    d = numpy.zeros((4, 4), dtype=x.dtype)
-    t = numpy.empty((4, 4), dtype=x.dtype)
+    alpha = bt.shape[0]
+    hp, wp = m * th + alpha - m, m * tw + alpha - m
+    plane = numpy.zeros((hp, wp), dtype=x.dtype)
+    r0, r1 = max(pt, 0), min(pt + h, hp)  # the plane's rows and columns that hold image cells
+    c0, c1 = max(pl, 0), min(pl + w, wp)
+    tiles = th * tw
+    nt = n * tiles
+    d = numpy.empty((alpha, alpha, nt), dtype=x.dtype)
+    t = numpy.empty((alpha, alpha, nt), dtype=x.dtype)
     for ch in range(c):
         for b in range(n):
-            for ti in range(th):
-                y0 = 2 * ti - pt
-                for tj in range(tw):
-                    x0 = 2 * tj - pl
-                    if y0 >= 0 and y0 + 4 <= h and x0 >= 0 and x0 + 4 <= w:
-                        for a in range(4):
-                            for e in range(4):
-                                d[a, e] = x[b, ch, y0 + a, x0 + e]
-                    else:
-                        for a in range(4):
-                            for e in range(4):
-                                yy, xx = y0 + a, x0 + e
-                                if 0 <= yy < h and 0 <= xx < w:
-                                    d[a, e] = x[b, ch, yy, xx]
-                                else:
-                                    d[a, e] = 0
-                    for e in range(4):  # B^T along rows
-                        t[0, e] = d[0, e] - d[2, e]
-                        t[1, e] = d[1, e] + d[2, e]
-                        t[2, e] = d[2, e] - d[1, e]
-                        t[3, e] = d[1, e] - d[3, e]
-                    col = (b * th + ti) * tw + tj
-                    for a in range(4):  # B along columns
-                        v[4 * a + 0, ch, col] = t[a, 0] - t[a, 2]
-                        v[4 * a + 1, ch, col] = t[a, 1] + t[a, 2]
-                        v[4 * a + 2, ch, col] = t[a, 2] - t[a, 1]
-                        v[4 * a + 3, ch, col] = t[a, 1] - t[a, 3]
+            for r in range(r0, r1):
+                for q in range(c0, c1):
+                    plane[r, q] = x[b, ch, r - pt, q - pl]
+            for a in range(alpha):
+                for e in range(alpha):
+                    out = d[a, e]
+                    for ti in range(th):
+                        base = b * tiles + ti * tw
+                        src = plane[m * ti + a]
+                        for tj in range(tw):
+                            out[base + tj] = src[m * tj + e]
+        _apply_left(bt, d, t)  # B^T along the tile rows
+        _apply_right(bt, t, v, 0, ch)  # B along the tile columns, into V's planes
 
 
 @_jit
-def wino_output(m, y, bias, has_bias, th, tw):
-    """y (n, O, OH, OW) = A^T M A (+ bias[o]) of every tile of M (16, O, n*th*tw), with
-    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]; the odd last row/column of an odd-sized map is dropped."""
+def wino_output(mm, y, at, bias, has_bias, th, tw):
+    """y (n, O, OH, OW) = A^T M A (+ bias[o]) of every tile of M (alpha^2, O, n*th*tw); the
+    rows/columns of the last tiles past OH x OW are dropped."""
     n, o, oh, ow = y.shape
-    s = numpy.empty((2, 4), dtype=y.dtype)
+    mo, alpha = at.shape
+    tiles = th * tw
+    nt = n * tiles
+    src = numpy.empty((alpha, alpha, nt), dtype=y.dtype)
+    s = numpy.empty((mo, alpha, nt), dtype=y.dtype)
+    z = numpy.empty((mo, mo, 1, nt), dtype=y.dtype)
     for oc in range(o):
+        for k in range(alpha * alpha):  # (a view would do, but M's planes are O*tiles apart)
+            row = mm[k, oc]
+            dst = src[k // alpha, k % alpha]
+            for i in range(nt):
+                dst[i] = row[i]
+        _apply_left(at, src, s)  # A^T along the tile rows
+        _apply_right(at, s, z.reshape(mo * mo, 1, nt), 0, 0)  # A along the tile columns
         add = bias[oc] if has_bias else 0
-        for b in range(n):
-            for ti in range(th):
-                for tj in range(tw):
-                    col = (b * th + ti) * tw + tj
-                    for e in range(4):  # A^T along rows
-                        m0, m1 = m[e, oc, col], m[4 + e, oc, col]
-                        m2, m3 = m[8 + e, oc, col], m[12 + e, oc, col]
-                        s[0, e] = m0 + m1 + m2
-                        s[1, e] = m1 - m2 - m3
-                    for a in range(2):
-                        r = 2 * ti + a
-                        if r < oh:
-                            c0 = 2 * tj
-                            y[b, oc, r, c0] = s[a, 0] + s[a, 1] + s[a, 2] + add
-                            if c0 + 1 < ow:
-                                y[b, oc, r, c0 + 1] = s[a, 1] - s[a, 2] - s[a, 3] + add
+        for a in range(mo):
+            for e in range(mo):
+                vals = z[a, e, 0]
+                for b in range(n):
+                    for ti in range(th):
+                        r = mo * ti + a
+                        if r >= oh:
+                            continue
+                        base = b * tiles + ti * tw
+                        out = y[b, oc, r]
+                        for tj in range(tw):
+                            q = mo * tj + e
+                            if q < ow:
+                                out[q] = vals[base + tj] + add
 
 
 @_jit
-def wino_grad_output(gy, m, th, tw):
-    """M (16, O, n*th*tw) = A g A^T for every 2x2 tile g of the output gradient ``gy``
-    (n, O, OH, OW) (zero past the edge), A = [[1, 0], [1, 1], [1, -1], [0, -1]]: the adjoint of
-    the output transform, for the weight gradient."""
+def wino_grad_output(gy, mm, at, th, tw):
+    """M (alpha^2, O, n*th*tw) = A g A^T for every m x m tile g of the output gradient ``gy``
+    (n, O, OH, OW), zero past the edge: the adjoint of the output transform, for the weight
+    gradient."""
     n, o, oh, ow = gy.shape
-    g = numpy.zeros((2, 2), dtype=gy.dtype)
-    t = numpy.empty((4, 2), dtype=gy.dtype)
+    mo, alpha = at.shape
+    a_mat = numpy.ascontiguousarray(at.T)  # A (alpha, m)
+    tiles = th * tw
+    nt = n * tiles
+    g = numpy.empty((mo, mo, nt), dtype=gy.dtype)
+    t = numpy.empty((alpha, mo, nt), dtype=gy.dtype)
     for oc in range(o):
-        for b in range(n):
-            for ti in range(th):
-                for tj in range(tw):
-                    for a in range(2):
-                        for e in range(2):
-                            r, c = 2 * ti + a, 2 * tj + e
-                            g[a, e] = gy[b, oc, r, c] if r < oh and c < ow else 0
-                    for e in range(2):  # A along rows
-                        t[0, e] = g[0, e]
-                        t[1, e] = g[0, e] + g[1, e]
-                        t[2, e] = g[0, e] - g[1, e]
-                        t[3, e] = -g[1, e]
-                    col = (b * th + ti) * tw + tj
-                    for a in range(4):  # A^T along columns
-                        m[4 * a + 0, oc, col] = t[a, 0]
-                        m[4 * a + 1, oc, col] = t[a, 0] + t[a, 1]
-                        m[4 * a + 2, oc, col] = t[a, 0] - t[a, 1]
-                        m[4 * a + 3, oc, col] = -t[a, 1]
+        for a in range(mo):
+            for e in range(mo):
+                out = g[a, e]
+                for b in range(n):
+                    for ti in range(th):
+                        r = mo * ti + a
+                        base = b * tiles + ti * tw
+                        if r >= oh:
+                            for tj in range(tw):
+                                out[base + tj] = 0
+                            continue
+                        src = gy[b, oc, r]
+                        for tj in range(tw):
+                            q = mo * tj + e
+                            out[base + tj] = src[q] if q < ow else 0
+        _apply_left(a_mat, g, t)  # A along the tile rows
+        _apply_right(a_mat, t, mm, 0, oc)  # A^T along the tile columns, into M's planes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,16 +340,21 @@ def warm_up() -> float:
     but it keeps that cost out of whatever is timed next."""
     if not AVAILABLE:
         return 0.0
+    from .winograd import TRANSFORMS
     start = time.perf_counter()
     for dtype in _FLOATS:
         x = numpy.zeros((1, 1, 4, 4), dtype)
         cols = numpy.empty((1, 3, 3, 1, 4, 4), dtype)
         im2col(x, cols, 1, 1, 1, 1, 1, 1)
         col2im(cols, x, 1, 1, 1, 1, 1, 1)
-        v = numpy.empty((16, 1, 4), dtype)
-        wino_input(x, v, 1, 1, 2, 2)
-        wino_output(v, x, numpy.zeros(1, dtype), False, 2, 2)
-        wino_grad_output(x, v, 2, 2)
+        for bt, _, at in TRANSFORMS.values():
+            bt, at = bt.astype(dtype), at.astype(dtype)
+            alpha, m = bt.shape[0], at.shape[0]
+            v = numpy.empty((alpha * alpha, 1, 4), dtype)
+            wino_input(x, v, bt, m, 1, 1, 2, 2)
+            out = numpy.empty((1, 1, 2 * m, 2 * m), dtype)
+            wino_output(v, out, at, numpy.zeros(1, dtype), False, 2, 2)
+            wino_grad_output(out, v, at, 2, 2)
         y = numpy.empty((1, 1, 2, 2), dtype)
         am = numpy.empty((1, 1, 2, 2), numpy.int8)
         max_pool_forward(x, y, am, 2, 2, 2, 2, 0, 0, 1, 1)

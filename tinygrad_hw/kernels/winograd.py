@@ -126,10 +126,10 @@ def forward(be, x, w, padding, y, bias=None):
     n, c = x.shape[:2]
     o, oh, ow = y.shape[1:]
     tiles = (-(-oh // 2), -(-ow // 2))
-    u = _winograd_filter(be, w)
     if compiled.active(be, x, w):
-        _compiled_forward(be, x, u, padding, y, bias, tiles)
+        _compiled_forward(be, x, w, padding, y, bias)
         return
+    u = _winograd_filter(be, w)
 
     def chunk(span):
         n0, n1 = span
@@ -143,12 +143,49 @@ def forward(be, x, w, padding, y, bias=None):
     map_chunks(be, chunk, image_chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
 
 
-def _compiled_forward(be, x, u, padding, y, bias, tiles):
+# Winograd F(m x m, 3x3) for the compiled kernels: (B^T, G, A^T) of F(2x2, 3x3) and F(4x4, 3x3)
+# (interpolation points 0, +-1 [, +-2] and infinity; Lavin and Gray's matrices). F(4x4) does 36
+# products per 4x4 output tile where F(2x2) does 16 per 2x2 (1.8x fewer multiplications, and
+# 2.25 instead of 4 transformed values per input value), at a larger float32 rounding error
+# (about 1e-5 relative, against 1e-6).
+TRANSFORMS = {
+    2: (numpy.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float),
+        _G,
+        numpy.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=float)),
+    4: (numpy.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float),
+        numpy.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+        numpy.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                     [0, 1, -1, 8, -8, 1]], dtype=float)),
+}
+# Output tile size of the compiled path, by the smaller side of the output: F(4x4) from
+# FOUR_FROM on (benchmarks/bench_conv.py --winograd-tiles measures both per layer shape).
+FOUR_FROM = 8
+
+
+def tile_size(out_hw) -> int:
+    """m of the F(m x m, 3x3) that the compiled kernels use for an output of ``out_hw``."""
+    return 4 if min(out_hw) >= FOUR_FROM else 2
+
+
+def _compiled_filter(be, w, g):
+    """U (alpha^2, O, C) = G w G^T for every (o, c)."""
+    o, c = w.shape[:2]
+    gg = be.asarray(numpy.kron(g, g).astype(w.dtype))
+    return be.xp.einsum("ij,nj->in", gg, w.reshape(o * c, 9)).reshape(gg.shape[0], o, c)
+
+
+def _compiled_forward(be, x, w, padding, y, bias):
     """The forward pass with compiled tile transforms (bias added in the output transform)."""
     xp = be.xp
     n, c = x.shape[:2]
-    o = y.shape[1]
-    th, tw = tiles
+    o, oh, ow = y.shape[1:]
+    m = tile_size((oh, ow))
+    bt, g, at = (mat.astype(x.dtype) for mat in TRANSFORMS[m])
+    u = _compiled_filter(be, w, g)
+    th, tw = -(-oh // m), -(-ow // m)
+    planes = u.shape[0]
     x = xp.ascontiguousarray(x)
     has_bias = bias is not None
     bias = xp.ascontiguousarray(bias, dtype=x.dtype) if has_bias else xp.zeros(1, x.dtype)
@@ -156,37 +193,41 @@ def _compiled_forward(be, x, u, padding, y, bias, tiles):
     def chunk(span):
         n0, n1 = span
         cols = (n1 - n0) * th * tw
-        v = workspace(be, "wino_v", (16, c, cols), x.dtype)
-        compiled.wino_input(x[n0:n1], v, padding[0], padding[2], th, tw)
-        m = workspace(be, "gemm", (16, o, cols), x.dtype)
-        xp.matmul(u, v, out=m)
-        compiled.wino_output(m, y[n0:n1], bias, has_bias, th, tw)
+        v = workspace(be, "wino_v", (planes, c, cols), x.dtype)
+        compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw)
+        prod = workspace(be, "gemm", (planes, o, cols), x.dtype)
+        xp.matmul(u, v, out=prod)
+        compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw)
 
-    map_chunks(be, chunk, image_chunks(be, n, 16 * c * th * tw * x.dtype.itemsize))
+    map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
 
 
-def _compiled_weight_grad(be, x, gy, padding, tiles):
-    """dU (16, O, C) = sum over tiles (A gy A^T) * V, with compiled transforms."""
+def _compiled_weight_grad(be, x, gy, padding):
+    """G^T [sum over tiles (A gy A^T) * V] G with compiled transforms."""
     xp = be.xp
     n, c = x.shape[:2]
-    o = gy.shape[1]
-    th, tw = tiles
+    o, oh, ow = gy.shape[1:]
+    m = tile_size((oh, ow))
+    bt, g, at = (mat.astype(x.dtype) for mat in TRANSFORMS[m])
+    th, tw = -(-oh // m), -(-ow // m)
+    planes = bt.shape[0] ** 2
     x, gy = xp.ascontiguousarray(x), xp.ascontiguousarray(gy)
 
     def chunk(span):
         n0, n1 = span
         cols = (n1 - n0) * th * tw
-        v = workspace(be, "wino_v", (16, c, cols), x.dtype)
-        compiled.wino_input(x[n0:n1], v, padding[0], padding[2], th, tw)
-        m = workspace(be, "wino_m", (16, o, cols), gy.dtype)
-        compiled.wino_grad_output(gy[n0:n1], m, th, tw)
-        return xp.matmul(m, v.transpose(0, 2, 1))  # (16, O, C), fresh
+        v = workspace(be, "wino_v", (planes, c, cols), x.dtype)
+        compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw)
+        prod = workspace(be, "wino_m", (planes, o, cols), gy.dtype)
+        compiled.wino_grad_output(gy[n0:n1], prod, at, th, tw)
+        return xp.matmul(prod, v.transpose(0, 2, 1))  # (alpha^2, O, C), fresh
 
-    parts = map_chunks(be, chunk, image_chunks(be, n, 16 * c * th * tw * x.dtype.itemsize))
+    parts = map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
     du = parts[0]
     for part in parts[1:]:
         du += part
-    return du
+    gg = be.asarray(numpy.kron(g, g))  # U = gg w, so dw = gg^T dU
+    return xp.einsum("in,ij->nj", du.reshape(planes, o * c), gg).reshape(o, c, 3, 3)
 
 
 def weight_grad(be, x, gy, padding):
@@ -197,9 +238,7 @@ def weight_grad(be, x, gy, padding):
     th, tw = tiles = (-(-oh // 2), -(-ow // 2))
     r = tw + 1
     if compiled.active(be, x, gy):  # A gy A^T exactly: no signs to fold into G
-        du = _compiled_weight_grad(be, x, gy, padding, tiles)
-        gg = be.asarray(numpy.kron(_G, _G).astype(x.dtype))
-        return xp.einsum("in,ij->nj", du.reshape(16, o * c), gg).reshape(o, c, 3, 3)
+        return _compiled_weight_grad(be, x, gy, padding)
 
     def chunk(span):
         n0, n1 = span
