@@ -214,6 +214,41 @@ def test_active_only_for_float_numpy_arrays():
 
 def test_warm_up_compiles_every_kernel():
     assert compiled.warm_up() >= 0.0
-    for kernel in (compiled.im2col, compiled.col2im, compiled.wino_input, compiled.wino_output,
-                   compiled.wino_grad_output, compiled.max_pool_forward, compiled.max_pool_backward):
+    for kernel in (compiled.col2im, compiled.wino_input, compiled.wino_output,
+                   compiled.wino_grad_output, compiled.max_pool_forward, compiled.max_pool_backward,
+                   compiled.max_pool_2x2_forward, compiled.max_pool_2x2_backward):
         assert len(kernel.signatures) >= 2, kernel  # float32 and float64
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 9),
+       values=st.sampled_from(["normal", "ties", "nan"]), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
+def test_max_pool_2x2_kernels_match_reference_and_torch(monkeypatch, n, c, h, w, values, dtype, seed):
+    """The special 2x2 / stride-2 kernels (the networks' pooling), odd sizes included: values and
+    positions equal to the reference's, the scatter equal; PyTorch's values and indices."""
+    _chunking(monkeypatch, seed)
+    be = get_backend("numpy")
+    rng = np.random.default_rng(seed)
+    if values == "ties":
+        x = rng.integers(-1, 2, (n, c, h, w)).astype(dtype)
+    else:
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    if values == "nan":
+        x[rng.random(x.shape) < 0.2] = np.nan
+    gy = rng.standard_normal((n, c, h // 2, w // 2)).astype(dtype)
+    args = ((2, 2), (2, 2), (0, 0), (1, 1))
+
+    def run():
+        y, argmax = pl.max_pool2d_forward(be, x, *args)
+        return y, argmax, pl.MaxPoolRoute(be, argmax, x.shape, *args).scatter(gy)
+
+    (y, argmax, gx), (y_ref, argmax_ref, gx_ref) = _both(monkeypatch, run)
+    np.testing.assert_array_equal(y, y_ref)  # NaN where the reference has NaN
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    np.testing.assert_array_equal(gx, gx_ref)
+    yt, idx_t = F.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
+    np.testing.assert_array_equal(y, yt.numpy())
+    if values != "nan":  # (PyTorch's CPU kernel points at a window's last NaN)
+        np.testing.assert_array_equal(pl.max_pool2d_flat_indices(be, argmax, x.shape, *args, plane=True),
+                                      idx_t.numpy())

@@ -30,8 +30,9 @@ try:  # numba is optional (the data, test and bench extras install it)
 except ImportError:  # pragma: no cover - exercised on machines without numba
     numba = None
 
-__all__ = ["AVAILABLE", "ENABLED", "active", "warm_up", "im2col", "col2im", "wino_input", "wino_output",
-           "wino_grad_output", "max_pool_forward", "max_pool_backward"]
+__all__ = ["AVAILABLE", "ENABLED", "active", "warm_up", "col2im", "wino_input", "wino_output",
+           "wino_grad_output", "max_pool_forward", "max_pool_backward", "max_pool_2x2_forward",
+           "max_pool_2x2_backward"]
 
 AVAILABLE = numba is not None
 # Switch for the compiled kernels: TINYGRAD_HW_NUMBA=0 in the environment, or False at run time.
@@ -55,7 +56,7 @@ else:
 
 
 # --------------------------------------------------------------------------------------------------
-# im2col / col2im
+# col2im
 # --------------------------------------------------------------------------------------------------
 @_jit
 def _valid(out_len, in_len, stride, pad, offset):
@@ -72,50 +73,35 @@ def _valid(out_len, in_len, stride, pad, offset):
 
 
 @_jit
-def im2col(x, cols, sh, sw, pt, pl, dh, dw):
-    """Fill ``cols`` (C, kh, kw, n, OH, OW) with the windows of ``x`` (n, C, H, W), zero where a
-    window cell falls in the padding: padding and column copy in one pass."""
-    n, c, h, w = x.shape
-    kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
-    for ch in range(c):
-        for i in range(kh):
-            r0, r1 = _valid(oh, h, sh, pt, i * dh)
-            for j in range(kw):
-                q0, q1 = _valid(ow, w, sw, pl, j * dw)
-                for b in range(n):
-                    for r in range(oh):
-                        if r < r0 or r >= r1:
-                            for q in range(ow):
-                                cols[ch, i, j, b, r, q] = 0
-                            continue
-                        hi = r * sh - pt + i * dh
-                        for q in range(q0):
-                            cols[ch, i, j, b, r, q] = 0
-                        for q in range(q0, q1):
-                            cols[ch, i, j, b, r, q] = x[b, ch, hi, q * sw - pl + j * dw]
-                        for q in range(q1, ow):
-                            cols[ch, i, j, b, r, q] = 0
-
-
-@_jit
 def col2im(cols, gx, sh, sw, pt, pl, dh, dw):
-    """The adjoint of im2col: ``gx`` (n, C, H, W) = the sum of every window cell of ``cols``
-    (C, kh, kw, n, OH, OW) that falls inside the image (cells in the padding are dropped)."""
+    """col2im: ``gx`` (n, C, H, W) = the sum of every window cell of ``cols``
+    (C, kh, kw, n, OH, OW) that falls inside the image (cells in the padding are dropped), in one
+    pass instead of kh*kw strided NumPy adds. Both C-contiguous, read as flat arrays with running
+    offsets. (A compiled im2col was measured too and dropped: NumPy's one strided copy of the
+    padded input was as fast or faster, 3.6 against 3.7 ms for 64 images of 3 channels at 32x32,
+    and 26 against 43 ms for the flipped convolution of an input gradient 16 -> 3 at batch 256.)"""
     n, c, h, w = gx.shape
     kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
+    gf = gx.reshape(-1)
+    cf = cols.reshape(-1)
+    for k in range(gf.size):
+        gf[k] = 0
     for b in range(n):
         for ch in range(c):
-            for y in range(h):
-                for x in range(w):
-                    gx[b, ch, y, x] = 0
+            plane = (b * c + ch) * h * w
             for i in range(kh):
                 r0, r1 = _valid(oh, h, sh, pt, i * dh)
                 for j in range(kw):
                     q0, q1 = _valid(ow, w, sw, pl, j * dw)
                     for r in range(r0, r1):
-                        hi = r * sh - pt + i * dh
-                        for q in range(q0, q1):
-                            gx[b, ch, hi, q * sw - pl + j * dw] += cols[ch, i, j, b, r, q]
+                        src = ((((ch * kh + i) * kw + j) * n + b) * oh + r) * ow
+                        dst = plane + (r * sh - pt + i * dh) * w - pl + j * dw
+                        if sw == 1:
+                            for q in range(q0, q1):
+                                gf[dst + q] += cf[src + q]
+                        else:
+                            for q in range(q0, q1):
+                                gf[dst + q * sw] += cf[src + q]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,6 +320,72 @@ def max_pool_backward(gy, argmax, gx, kw, sh, sw, ph, pw, dh, dw):
                         gx[b, ch, hi, wi] += gy[b, ch, r, q]
 
 
+@_jit
+def _first_nan(a, b, c, d):
+    """Position of the first NaN of a 2x2 window in row-major order."""
+    if a != a:
+        return 0
+    if b != b:
+        return 1
+    if c != c:
+        return 2
+    return 3
+
+
+@_jit
+def max_pool_2x2_forward(x, y, argmax):
+    """max_pool_forward for 2x2 windows at stride 2 with no padding or dilation (the networks'
+    pooling): the four cells in registers, no bounds checks (every window is inside the input;
+    an odd last row or column is not read). The rules are max_pool_forward's."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    xf = x.reshape(n * c, h, w)
+    yf = y.reshape(n * c, oh, ow)
+    af = argmax.reshape(n * c, oh, ow)
+    for p in range(n * c):
+        for r in range(oh):
+            for q in range(ow):
+                v0, v1 = xf[p, 2 * r, 2 * q], xf[p, 2 * r, 2 * q + 1]
+                v2, v3 = xf[p, 2 * r + 1, 2 * q], xf[p, 2 * r + 1, 2 * q + 1]
+                best, pos = v0, 0
+                if v1 > best:
+                    best, pos = v1, 1
+                if v2 > best:
+                    best, pos = v2, 2
+                if v3 > best:
+                    best, pos = v3, 3
+                if v0 != v0 or v1 != v1 or v2 != v2 or v3 != v3:  # a NaN wins, the first one
+                    pos = _first_nan(v0, v1, v2, v3)
+                    best = v0 if pos == 0 else (v1 if pos == 1 else (v2 if pos == 2 else v3))
+                yf[p, r, q] = best
+                af[p, r, q] = pos
+
+
+@_jit
+def max_pool_2x2_backward(gy, argmax, gx):
+    """max_pool_backward for max_pool_2x2_forward: every input cell written once (its window's
+    gradient where it holds the maximum, else zero), no separate zeroing pass."""
+    n, c, h, w = gx.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    gf = gy.reshape(n * c, oh, ow)
+    af = argmax.reshape(n * c, oh, ow)
+    xf = gx.reshape(n * c, h, w)
+    for p in range(n * c):
+        for r in range(oh):
+            for q in range(ow):
+                g, t = gf[p, r, q], af[p, r, q]
+                xf[p, 2 * r, 2 * q] = g if t == 0 else 0
+                xf[p, 2 * r, 2 * q + 1] = g if t == 1 else 0
+                xf[p, 2 * r + 1, 2 * q] = g if t == 2 else 0
+                xf[p, 2 * r + 1, 2 * q + 1] = g if t == 3 else 0
+            if w > 2 * ow:  # the odd last column: in no window
+                xf[p, 2 * r, w - 1] = 0
+                xf[p, 2 * r + 1, w - 1] = 0
+        if h > 2 * oh:  # the odd last row
+            for q in range(w):
+                xf[p, h - 1, q] = 0
+
+
 def warm_up() -> float:
     """Compile (or load from numba's cache) every kernel for float32 and float64 on tiny inputs;
     returns the seconds it took. Not needed before use (a kernel compiles on its first call),
@@ -344,8 +396,7 @@ def warm_up() -> float:
     start = time.perf_counter()
     for dtype in _FLOATS:
         x = numpy.zeros((1, 1, 4, 4), dtype)
-        cols = numpy.empty((1, 3, 3, 1, 4, 4), dtype)
-        im2col(x, cols, 1, 1, 1, 1, 1, 1)
+        cols = numpy.zeros((1, 3, 3, 1, 4, 4), dtype)
         col2im(cols, x, 1, 1, 1, 1, 1, 1)
         for bt, _, at in TRANSFORMS.values():
             bt, at = bt.astype(dtype), at.astype(dtype)
@@ -359,4 +410,6 @@ def warm_up() -> float:
         am = numpy.empty((1, 1, 2, 2), numpy.int8)
         max_pool_forward(x, y, am, 2, 2, 2, 2, 0, 0, 1, 1)
         max_pool_backward(y, am, x, 2, 2, 2, 0, 0, 1, 1)
+        max_pool_2x2_forward(x, y, am)
+        max_pool_2x2_backward(y, am, x)
     return time.perf_counter() - start

@@ -14,9 +14,9 @@ stride the weight's transpose times the output gradient gives columns that col2i
 adding kh * kw strided slices into a padded buffer.
 
 3x3 / stride-1 / undilated / ungrouped convolutions with enough channels use Winograd's
-F(2x2, 3x3) on NumPy instead (:mod:`~tinygrad_hw.kernels.winograd`). With numba installed the
-padded im2col copy and col2im are single compiled passes per chunk
-(:mod:`~tinygrad_hw.kernels.compiled`); the strided-view code below is the reference.
+F(2x2, 3x3) on NumPy instead (:mod:`~tinygrad_hw.kernels.winograd`). With numba installed col2im
+is a single compiled pass per chunk (:mod:`~tinygrad_hw.kernels.compiled`); the strided adds
+below are the reference.
 
 On the NumPy backend the batch is cut into chunks of a few images
 (:func:`~tinygrad_hw.kernels.scratch.image_chunks`) that run in worker threads, each with a
@@ -43,11 +43,6 @@ def _im2col(be, x, kernel_hw, stride, pads, dilation, groups, out_hw):
     kh, kw = kernel_hw
     oh, ow = out_hw
     cg = c // groups
-    if compiled.active(be, x):  # padding and copy in one compiled pass
-        cols = workspace(be, "cols", (c, kh, kw, n, oh, ow), x.dtype)
-        compiled.im2col(be.xp.ascontiguousarray(x), cols, stride[0], stride[1], pads[0], pads[2],
-                        dilation[0], dilation[1])
-        return cols.reshape(groups, cg * kh * kw, n * oh * ow)
     xpad = pad_image(be, x, pads, "pad")
     s_n, s_c, s_h, s_w = xpad.strides
     view = be.as_strided(

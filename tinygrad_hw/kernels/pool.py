@@ -53,6 +53,11 @@ def _pool_tiles(kernel, stride, padding, dilation, input_shape, out_hw):
             and out_hw[0] * kernel[0] <= input_shape[2] and out_hw[1] * kernel[1] <= input_shape[3])
 
 
+def _two_by_two(kernel, stride, padding, dilation, input_shape, out_hw):
+    """2x2 windows at stride 2 that tile (a crop of) the input: the compiled special case."""
+    return tuple(kernel) == (2, 2) and _pool_tiles(kernel, stride, padding, dilation, input_shape, out_hw)
+
+
 def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
     """Max pooling of ``x`` (N, C, H, W). Returns ``(y, argmax)`` where ``argmax`` (int8/int16/int32,
     shape of ``y``) is the kernel position kh_index * kw + kw_index of each window's maximum.
@@ -73,10 +78,15 @@ def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), c
     if compiled.active(be, x):
         xc = xp.ascontiguousarray(x)
 
+        two = _two_by_two(kernel, stride, padding, dilation, x.shape, out_hw)
+
         def chunk(span):
             n0, n1 = span
-            compiled.max_pool_forward(xc[n0:n1], y[n0:n1], argmax[n0:n1], kh, kw, stride[0], stride[1],
-                                      padding[0], padding[1], dilation[0], dilation[1])
+            if two:
+                compiled.max_pool_2x2_forward(xc[n0:n1], y[n0:n1], argmax[n0:n1])
+            else:
+                compiled.max_pool_forward(xc[n0:n1], y[n0:n1], argmax[n0:n1], kh, kw, stride[0], stride[1],
+                                          padding[0], padding[1], dilation[0], dilation[1])
 
         map_chunks(be, chunk, split_ranges(be, n, x.nbytes))
         return y, argmax
@@ -203,8 +213,13 @@ class MaxPoolRoute:
         gy = xp.ascontiguousarray(gy)
         gx = xp.empty(self.input_shape, dtype=gy.dtype)
 
+        two = _two_by_two(*self.geometry, self.input_shape, gy.shape[2:])
+
         def chunk(span):
             n0, n1 = span
+            if two:
+                compiled.max_pool_2x2_backward(gy[n0:n1], self.argmax[n0:n1], gx[n0:n1])
+                return
             compiled.max_pool_backward(gy[n0:n1], self.argmax[n0:n1], gx[n0:n1], kw, stride[0], stride[1],
                                        padding[0], padding[1], dilation[0], dilation[1])
 
