@@ -96,6 +96,7 @@ def test_im2col_kernels_match_reference_and_torch(monkeypatch, case):
 def test_winograd_kernels_match_reference_and_torch(monkeypatch, tiles, case):
     """F(2x2, 3x3) and F(4x4, 3x3) (compiled) against the NumPy F(2x2) and PyTorch."""
     monkeypatch.setattr(winograd, "FOUR_FROM", 1 if tiles == 4 else 10**9)
+    monkeypatch.setattr(winograd, "FOUR_MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd, "MIN_SIZE", 1)
     _chunking(monkeypatch, case["seed"])
@@ -191,6 +192,23 @@ def test_network_gradients_compiled_equal_reference(monkeypatch, net):
     fast, ref = _both(monkeypatch, run)
     for a, r in zip(fast, ref):
         assert_close(a, r, 1e-10, "network")
+
+
+def test_compiled_policy_takes_smaller_layers(monkeypatch):
+    """With the compiled kernels Winograd takes layers from 4 channels and 4x4 outputs, F(4x4)
+    from 16x16; without them the NumPy policy (32 channels, 8x8) holds."""
+    be = get_backend("numpy")
+    f32 = np.dtype(np.float32)
+    geom = ((3, 3), (1, 1), (1, 1), 1, f32)
+    assert winograd.applies(be, 6, 12, *geom, (16, 16))
+    assert winograd.applies(be, 128, 128, *geom, (4, 4))
+    assert not winograd.applies(be, 3, 32, *geom, (32, 32))
+    assert winograd.tile_size((16, 16), 32) == 4 and winograd.tile_size((8, 8), 64) == 2
+    assert winograd.tile_size((32, 32), 16) == 2
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    assert not winograd.applies(be, 6, 12, *geom, (16, 16))
+    assert not winograd.applies(be, 128, 128, *geom, (4, 4))
+    assert winograd.applies(be, 32, 32, *geom, (8, 8))
 
 
 def test_switch_off_by_environment():

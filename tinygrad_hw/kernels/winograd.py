@@ -5,9 +5,11 @@ each way and outputs of at least ``MIN_SIZE`` on each side: 16 products of (O, C
 matrices, for the forward pass, the input gradient (through the flipped kernel, by
 :func:`~tinygrad_hw.kernels.conv.conv2d_input_grad`) and the weight gradient.
 
-With numba installed the tile transforms are single compiled passes per chunk
-(:mod:`~tinygrad_hw.kernels.compiled`), on tiles without the filler column that the NumPy
-transforms below (the reference) need; only the 16 products stay in NumPy (BLAS).
+With numba installed (:mod:`~tinygrad_hw.kernels.compiled`) the tile transforms are single
+compiled passes per chunk, on tiles without the filler column that the NumPy transforms below
+(the reference) need, and only the products stay in NumPy (BLAS); that path also runs
+F(4x4, 3x3) (36 products, 4x fewer multiplications than im2col) on outputs of ``FOUR_FROM`` and
+up, and takes smaller layers (``COMPILED_MIN_CHANNELS``, ``COMPILED_MIN_SIZE``).
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ import numpy
 
 from . import compiled
 from .geometry import valid_range
-from .parallel import map_chunks
+from .parallel import map_chunks, single_threaded_blas
 from .scratch import bordered_workspace, image_chunks, workspace
 
-__all__ = ["ENABLED", "MIN_CHANNELS", "MIN_SIZE", "applies", "forward", "weight_grad"]
+__all__ = ["ENABLED", "MIN_CHANNELS", "MIN_SIZE", "COMPILED_MIN_CHANNELS", "COMPILED_MIN_SIZE", "FOUR_FROM", "FOUR_MIN_CHANNELS",
+           "TRANSFORMS", "tile_size", "applies", "forward", "weight_grad"]
 
 # Below these sizes the tile transforms cost more than the fewer multiplications save.
 # ENABLED = False always uses im2col.
@@ -27,10 +30,22 @@ MIN_CHANNELS = 32
 MIN_SIZE = 8
 
 
+# With the compiled transforms Winograd pays from far smaller layers (benchmarks/bench_conv.py
+# --algorithms: F(2x2) beat im2col 1.6x on 128 channels at 4x4 and 1.9x on 6 -> 12 channels at
+# 16x16; im2col still won on 3 input channels). The smaller of each pair of limits applies.
+COMPILED_MIN_CHANNELS = 4
+COMPILED_MIN_SIZE = 4
+
+
 def applies(be, c, o, kernel_hw, stride, dilation, groups, dtype, out_hw):
-    return (ENABLED and be.name == "numpy" and tuple(kernel_hw) == (3, 3) and tuple(stride) == (1, 1)
-            and tuple(dilation) == (1, 1) and groups == 1 and min(c, o) >= MIN_CHANNELS
-            and min(out_hw) >= MIN_SIZE and dtype.kind == "f" and dtype.itemsize >= 4)
+    """Whether a convolution of this shape runs by Winograd (else im2col)."""
+    if not (ENABLED and be.name == "numpy" and tuple(kernel_hw) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and groups == 1 and dtype.kind == "f" and dtype.itemsize >= 4):
+        return False
+    min_channels, min_size = MIN_CHANNELS, MIN_SIZE
+    if compiled.active(be) and dtype in (numpy.float32, numpy.float64):
+        min_channels, min_size = min(min_channels, COMPILED_MIN_CHANNELS), min(min_size, COMPILED_MIN_SIZE)
+    return min(c, o) >= min_channels and min(out_hw) >= min_size
 
 
 # y = A^T [(G w G^T) * (B^T d B)] A for every 4x4 input tile d (tiles overlap by 2) giving a 2x2
@@ -160,21 +175,33 @@ TRANSFORMS = {
                      [0, 1, -1, 8, -8, 1]], dtype=float)),
 }
 # Output tile size of the compiled path, by the smaller side of the output: F(4x4) from
-# FOUR_FROM on (benchmarks/bench_conv.py --winograd-tiles measures both per layer shape).
-FOUR_FROM = 8
+# FOUR_FROM on (benchmarks/bench_conv.py --algorithms: F(4x4) won on every layer at 16x16 and
+# 32x32, by 1.2-1.3x, and lost at 8x8 and 4x4, where its 4x4 tiles leave few tiles per image).
+# F(4x4)'s float32 rounding error is ~10x im2col's; on the fast_cnn net's 16 -> 32 layer at
+# 32x32 that flipped enough near-tied max-pooling windows against the float64 pass that the
+# network check against PyTorch (tests/test_reference_gradients.py) found no batch that routes
+# the same way, so F(4x4) also needs FOUR_MIN_CHANNELS channels each way (F(2x2) there: 111
+# against 85 ms fwd+bwd at batch 256).
+FOUR_FROM = 16
+FOUR_MIN_CHANNELS = 32
 
 
-def tile_size(out_hw) -> int:
-    """m of the F(m x m, 3x3) that the compiled kernels use for an output of ``out_hw``."""
-    return 4 if min(out_hw) >= FOUR_FROM else 2
+def tile_size(out_hw, channels=None) -> int:
+    """m of the F(m x m, 3x3) that the compiled kernels use for an output of ``out_hw`` and
+    ``channels`` = min(in, out) (None: any)."""
+    wide = channels is None or channels >= FOUR_MIN_CHANNELS
+    return 4 if min(out_hw) >= FOUR_FROM and wide else 2
 
 
 def _compiled_filter(be, w, g):
     """U (alpha^2, O, C) = G w G^T for every (o, c)."""
     o, c = w.shape[:2]
     gg = be.asarray(numpy.kron(g, g).astype(w.dtype))
-    # one product (einsum's own loop took ~1 ms a call here)
-    return be.xp.ascontiguousarray((w.reshape(o * c, 9) @ gg.T).T).reshape(gg.shape[0], o, c)
+    # one small product (einsum's own loop took ~1 ms a call here), on one BLAS thread: woken
+    # BLAS threads would spin against the chunk workers that come next
+    with single_threaded_blas(be):
+        u = w.reshape(o * c, 9) @ gg.T
+    return be.xp.ascontiguousarray(u.T).reshape(gg.shape[0], o, c)
 
 
 def _compiled_forward(be, x, w, padding, y, bias):
@@ -182,7 +209,7 @@ def _compiled_forward(be, x, w, padding, y, bias):
     xp = be.xp
     n, c = x.shape[:2]
     o, oh, ow = y.shape[1:]
-    m = tile_size((oh, ow))
+    m = tile_size((oh, ow), min(c, o))
     bt, g, at = (mat.astype(x.dtype) for mat in TRANSFORMS[m])
     u = _compiled_filter(be, w, g)
     th, tw = -(-oh // m), -(-ow // m)
@@ -208,7 +235,7 @@ def _compiled_weight_grad(be, x, gy, padding):
     xp = be.xp
     n, c = x.shape[:2]
     o, oh, ow = gy.shape[1:]
-    m = tile_size((oh, ow))
+    m = tile_size((oh, ow), min(c, o))
     bt, g, at = (mat.astype(x.dtype) for mat in TRANSFORMS[m])
     th, tw = -(-oh // m), -(-ow // m)
     planes = bt.shape[0] ** 2
@@ -228,7 +255,8 @@ def _compiled_weight_grad(be, x, gy, padding):
     for part in parts[1:]:
         du += part
     gg = be.asarray(numpy.kron(g, g))  # U = gg w, so dw = gg^T dU
-    return (du.reshape(planes, o * c).T @ gg).reshape(o, c, 3, 3)
+    with single_threaded_blas(be):
+        return (du.reshape(planes, o * c).T @ gg).reshape(o, c, 3, 3)
 
 
 def weight_grad(be, x, gy, padding):
