@@ -710,6 +710,7 @@ def environment(args, torch, threads_info) -> dict:
                                                "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
         "threads": {k: v for k, v in threads_info.items() if not k.startswith("_")},
         "loadavg_start": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "compiled": compiled_kernels(args.backend),
     }
     if args.backend == "cupy":
         try:
@@ -720,6 +721,17 @@ def environment(args, torch, threads_info) -> dict:
         except Exception as exc:  # report, don't fail: the timings are still valid
             env["gpu"] = {"error": str(exc)}
     return env
+
+
+def compiled_kernels(backend: str) -> dict:
+    """The compiled (numba) kernels: whether they run, and the seconds their first calls took in
+    this process (compiling, or loading numba's on-disk cache), spent here, before any row: so
+    never in a timed step (the rows' warm-up steps would absorb it anyway)."""
+    from tinygrad_hw.kernels import compiled
+    info = {"numba": compiled.numba.__version__ if compiled.AVAILABLE else None,
+            "enabled": bool(compiled.AVAILABLE and compiled.ENABLED and backend == "numpy")}
+    info["first_calls_s"] = round(compiled.warm_up(), 3) if info["enabled"] else None
+    return info
 
 
 def print_environment(env):
@@ -739,6 +751,15 @@ def print_environment(env):
     set_env = {k: v for k, v in env["env"].items() if v is not None}
     print(f"env: {set_env or 'no OPENBLAS_/OMP_/MKL_ variables set'}; load average at start "
           f"{env['loadavg_start']}")
+    print(f"compiled kernels: {_compiled_text(env)}")
+
+
+def _compiled_text(env) -> str:
+    c = env.get("compiled") or {}
+    if not c.get("enabled"):
+        return f"off (numba {c.get('numba') or 'not installed'}; the NumPy kernels run)"
+    return (f"numba {c['numba']}, first calls (compile or cache load) {c['first_calls_s']:.2f} s "
+            f"before the rows, not timed")
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -748,9 +769,9 @@ def _fmt(value, spec, none="-"):
 
 def markdown_table(result) -> str:
     limit = result["matmul_limit"]
-    lines = ["| row | batch | ours ms | torch ms | ours/torch | ours img/s | torch img/s | ours GFLOP/s "
+    lines = ["| row | batch | ours ms | torch ms | ours/torch | rounds' range | ours img/s | torch img/s | ours GFLOP/s "
              "| torch GFLOP/s | ours % limit | torch % limit | ours peak MB | torch peak MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rec in result["rows"]:
         o, t = rec["ours"], rec["torch"]
         if rec["group"] == "overhead":
@@ -759,8 +780,10 @@ def markdown_table(result) -> str:
             ms = (_fmt(o["median_ms"], ".3g" if o["median_ms"] < 10 else ".1f"),
                   _fmt(t["median_ms"], ".3g" if t["median_ms"] < 10 else ".1f"))
         pct = lambda s: None if s["frac_of_limit"] is None else 100 * s["frac_of_limit"]  # noqa: E731
+        rr = rec.get("round_ratios") or [rec["ratio"]]
+        spread = f"{min(rr):.2f}-{max(rr):.2f}"
         lines.append(
-            f"| {rec['name']} | {rec['batch']} | {ms[0]} | {ms[1]} | {rec['ratio']:.2f} "
+            f"| {rec['name']} | {rec['batch']} | {ms[0]} | {ms[1]} | {rec['ratio']:.2f} | {spread} "
             f"| {_fmt(o['images_per_s'], '.0f')} | {_fmt(t['images_per_s'], '.0f')} "
             f"| {_fmt(o['gflops'], '.1f')} | {_fmt(t['gflops'], '.1f')} "
             f"| {_fmt(pct(o), '.0f')} | {_fmt(pct(t), '.0f')} "
@@ -796,7 +819,7 @@ def update_report(result, table, path=REPORT):
         f"threads: {env['threads']['threads']} BLAS / {env['threads'].get('tinygrad_hw_conv_workers')} "
         f"tinygrad_hw workers / {env['threads']['torch_threads']} torch; "
         f"{', '.join(f'{k}={v}' for k, v in env['env'].items() if v is not None) or 'no OPENBLAS_/OMP_/MKL_ variables set'}; "
-        f"load average at start {env['loadavg_start']}."
+        f"load average at start {env['loadavg_start']}; compiled kernels: {_compiled_text(env)}."
         + (f" GPU: {env['gpu']}." if "gpu" in env else ""),
         "",
         table,
