@@ -197,6 +197,7 @@ def test_network_gradients_compiled_equal_reference(monkeypatch, net):
 def test_compiled_policy_takes_smaller_layers(monkeypatch):
     """With the compiled kernels Winograd takes layers from 4 channels and 4x4 outputs, F(4x4)
     from 16x16; without them the NumPy policy (32 channels, 8x8) holds."""
+    monkeypatch.setattr(compiled, "ENABLED", True)
     be = get_backend("numpy")
     f32 = np.dtype(np.float32)
     geom = ((3, 3), (1, 1), (1, 1), 1, f32)
@@ -223,7 +224,8 @@ def test_switch_off_by_environment():
     assert out.stdout.split() == ["True", "True"]
 
 
-def test_active_only_for_float_numpy_arrays():
+def test_active_only_for_float_numpy_arrays(monkeypatch):
+    monkeypatch.setattr(compiled, "ENABLED", True)
     be = get_backend("numpy")
     assert compiled.active(be, np.zeros(2, np.float32), np.zeros(2, np.float64))
     assert not compiled.active(be, np.zeros(2, np.int64))

@@ -189,23 +189,23 @@ class MaxPoolRoute:
 
     def __init__(self, be, argmax, input_shape, kernel, stride, padding, dilation):
         self.be, self.input_shape = be, input_shape
+        # the compiled scatter reads the kernel positions directly; the flat indices are made
+        # on first use
         self.argmax, self.geometry = argmax, (kernel, stride, padding, dilation)
-        self._flat_index = None
+        self.flat_index = None
         # windows overlap when the stride is shorter than the dilated kernel
         self.overlapping = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
-
-    @property
-    def flat_index(self):
-        """int64 indices of the maxima into the flattened input (made on first use: the
-        compiled scatter reads the kernel positions directly)."""
-        if self._flat_index is None:
-            self._flat_index = max_pool2d_flat_indices(self.be, self.argmax, self.input_shape, *self.geometry)
-        return self._flat_index
 
     def scatter(self, gy):
         if compiled.active(self.be, gy):
             return self._compiled_scatter(gy)
-        return max_pool2d_scatter(self.be, gy, self.flat_index, self.input_shape, self.overlapping)
+        return max_pool2d_scatter(self.be, gy, self._flat_index(), self.input_shape, self.overlapping)
+
+    def _flat_index(self):
+        if self.flat_index is None:
+            self.flat_index = max_pool2d_flat_indices(self.be, self.argmax, self.input_shape,
+                                                      *self.geometry)
+        return self.flat_index
 
     def _compiled_scatter(self, gy):
         xp = self.be.xp
@@ -227,7 +227,7 @@ class MaxPoolRoute:
         return gx
 
     def gather(self, gx):
-        return max_pool2d_gather(self.be, gx, self.flat_index)
+        return max_pool2d_gather(self.be, gx, self._flat_index())
 
 
 def _avg_pool_divisor(be, in_len, out_len, kernel, stride, pad, count_include_pad, dtype):
