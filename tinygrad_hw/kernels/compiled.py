@@ -164,6 +164,46 @@ def _apply_right(mat, src, dst, plane0, ch):
 
 
 @_jit
+def _wino_input_f2(x, v, pt, pl, th, tw):
+    """wino_input for F(2x2, 3x3) unrolled: the 16 values of a tile in registers
+    (B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]), an image's tiles into a
+    small buffer, then copied into V's 16 planes one run each (0.21 against 0.36 ms for 3 images
+    of 32 channels at 32x32, the generic loop)."""
+    n, c, h, w = x.shape
+    hp, wp = 2 * th + 2, 2 * tw + 2
+    plane = numpy.zeros((hp, wp), dtype=x.dtype)
+    r0, r1 = max(pt, 0), min(pt + h, hp)
+    c0, c1 = max(pl, 0), min(pl + w, wp)
+    tiles = th * tw
+    buf = numpy.empty((16, tiles + 16), dtype=x.dtype)  # padded rows: off the same cache sets
+    for ch in range(c):
+        for b in range(n):
+            for r in range(r0, r1):
+                for q in range(c0, c1):
+                    plane[r, q] = x[b, ch, r - pt, q - pl]
+            for ti in range(th):
+                p0, p1, p2, p3 = plane[2 * ti], plane[2 * ti + 1], plane[2 * ti + 2], plane[2 * ti + 3]
+                for tj in range(tw):
+                    q = 2 * tj
+                    col = ti * tw + tj
+                    # B^T along rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), column by column
+                    t00, t01, t02, t03 = p0[q] - p2[q], p0[q + 1] - p2[q + 1], p0[q + 2] - p2[q + 2], p0[q + 3] - p2[q + 3]
+                    t10, t11, t12, t13 = p1[q] + p2[q], p1[q + 1] + p2[q + 1], p1[q + 2] + p2[q + 2], p1[q + 3] + p2[q + 3]
+                    t20, t21, t22, t23 = p2[q] - p1[q], p2[q + 1] - p1[q + 1], p2[q + 2] - p1[q + 2], p2[q + 3] - p1[q + 3]
+                    t30, t31, t32, t33 = p1[q] - p3[q], p1[q + 1] - p3[q + 1], p1[q + 2] - p3[q + 2], p1[q + 3] - p3[q + 3]
+                    # B along columns
+                    buf[0, col], buf[1, col], buf[2, col], buf[3, col] = t00 - t02, t01 + t02, t02 - t01, t01 - t03
+                    buf[4, col], buf[5, col], buf[6, col], buf[7, col] = t10 - t12, t11 + t12, t12 - t11, t11 - t13
+                    buf[8, col], buf[9, col], buf[10, col], buf[11, col] = t20 - t22, t21 + t22, t22 - t21, t21 - t23
+                    buf[12, col], buf[13, col], buf[14, col], buf[15, col] = t30 - t32, t31 + t32, t32 - t31, t31 - t33
+            start = b * tiles
+            for k in range(16):
+                dst = v[k, ch]
+                for i in range(tiles):
+                    dst[start + i] = buf[k, i]
+
+
+@_jit
 def wino_input(x, v, bt, m, pt, pl, th, tw):
     """V (alpha^2, C, n*th*tw) = B^T d B for the alpha x alpha tile d at rows m*ti - pt, columns
     m*tj - pl of every image of ``x`` (n, C, H, W), zero outside the image. Each image plane is
@@ -171,6 +211,9 @@ def wino_input(x, v, bt, m, pt, pl, th, tw):
     for every plane, so the border is zeroed once)."""
     n, c, h, w = x.shape
     alpha = bt.shape[0]
+    if m == 2 and alpha == 4 and bt[0, 2] == -1:  # winograd.TRANSFORMS[2]'s B^T: the unrolled kernel
+        _wino_input_f2(x, v, pt, pl, th, tw)
+        return
     hp, wp = m * th + alpha - m, m * tw + alpha - m
     plane = numpy.zeros((hp, wp), dtype=x.dtype)
     r0, r1 = max(pt, 0), min(pt + h, hp)  # the plane's rows and columns that hold image cells
