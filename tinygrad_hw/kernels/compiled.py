@@ -11,9 +11,9 @@ work in one pass over memory and releases the GIL once.
 Every kernel here is serial (``nogil=True``, no ``prange``): the chunks run in the worker threads
 of :mod:`.parallel`, the one thread pool of the library, so numba's own pool never competes with
 it (or with OpenBLAS) for the cores. ``cache=True`` keeps the machine code on disk beside this
-file (or in numba's user cache where that is not writable): the first call of each kernel and
-dtype in a fresh environment compiles for a second or two (``warm_up()`` does them all and returns
-how long it took), later processes load it in milliseconds.
+file (or in numba's user cache where that is not writable): the first calls in a fresh
+environment compile every kernel and dtype (5-16 s in all on the 2-core VM; ``warm_up()`` does them
+all and returns how long it took), later processes load them in 0.2-0.3 s.
 
 Falls back to the NumPy kernels (``active`` is False) when numba is not installed, when the
 environment sets ``TINYGRAD_HW_NUMBA=0``, or when ``ENABLED`` is set to False at run time.
