@@ -717,6 +717,7 @@ def environment(args, torch, threads_info) -> dict:
                                                "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
         "threads": {k: v for k, v in threads_info.items() if not k.startswith("_")},
         "loadavg_start": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "compiled": compiled_kernels(args.backend),
     }
     if args.backend == "cupy":
         try:
@@ -727,6 +728,17 @@ def environment(args, torch, threads_info) -> dict:
         except Exception as exc:  # report, don't fail: the timings are still valid
             env["gpu"] = {"error": str(exc)}
     return env
+
+
+def compiled_kernels(backend: str) -> dict:
+    """The compiled (numba) kernels: whether they run, and the seconds their first calls took in
+    this process (compiling, or loading numba's on-disk cache), spent here, before any row: so
+    never in a timed step (the rows' warm-up steps would absorb it anyway)."""
+    from tinygrad_hw.kernels import compiled
+    info = {"numba": compiled.numba.__version__ if compiled.AVAILABLE else None,
+            "enabled": bool(compiled.AVAILABLE and compiled.ENABLED and backend == "numpy")}
+    info["first_calls_s"] = round(compiled.warm_up(), 3) if info["enabled"] else None
+    return info
 
 
 def print_environment(env):
@@ -746,6 +758,15 @@ def print_environment(env):
     set_env = {k: v for k, v in env["env"].items() if v is not None}
     print(f"env: {set_env or 'no OPENBLAS_/OMP_/MKL_ variables set'}; load average at start "
           f"{env['loadavg_start']}")
+    print(f"compiled kernels: {_compiled_text(env)}")
+
+
+def _compiled_text(env) -> str:
+    c = env.get("compiled") or {}
+    if not c.get("enabled"):
+        return f"off (numba {c.get('numba') or 'not installed'}; the NumPy kernels run)"
+    return (f"numba {c['numba']}, first calls (compile or cache load) {c['first_calls_s']:.2f} s "
+            f"before the rows, not timed")
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -755,9 +776,9 @@ def _fmt(value, spec, none="-"):
 
 def markdown_table(result) -> str:
     limit = result["matmul_limit"]
-    lines = ["| row | batch | ours ms | torch ms | ours/torch | ours img/s | torch img/s | ours GFLOP/s "
+    lines = ["| row | batch | ours ms | torch ms | ours/torch | rounds' range | ours img/s | torch img/s | ours GFLOP/s "
              "| torch GFLOP/s | ours % limit | torch % limit | ours peak MB | torch peak MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rec in result["rows"]:
         o, t = rec["ours"], rec["torch"]
         if rec["group"] == "overhead":
@@ -766,8 +787,10 @@ def markdown_table(result) -> str:
             ms = (_fmt(o["median_ms"], ".3g" if o["median_ms"] < 10 else ".1f"),
                   _fmt(t["median_ms"], ".3g" if t["median_ms"] < 10 else ".1f"))
         pct = lambda s: None if s["frac_of_limit"] is None else 100 * s["frac_of_limit"]  # noqa: E731
+        rr = rec.get("round_ratios") or [rec["ratio"]]
+        spread = f"{min(rr):.2f}-{max(rr):.2f}"
         lines.append(
-            f"| {rec['name']} | {rec['batch']} | {ms[0]} | {ms[1]} | {rec['ratio']:.2f} "
+            f"| {rec['name']} | {rec['batch']} | {ms[0]} | {ms[1]} | {rec['ratio']:.2f} | {spread} "
             f"| {_fmt(o['images_per_s'], '.0f')} | {_fmt(t['images_per_s'], '.0f')} "
             f"| {_fmt(o['gflops'], '.1f')} | {_fmt(t['gflops'], '.1f')} "
             f"| {_fmt(pct(o), '.0f')} | {_fmt(pct(t), '.0f')} "
@@ -803,7 +826,7 @@ def update_report(result, table, path=REPORT):
         f"threads: {env['threads']['threads']} BLAS / {env['threads'].get('tinygrad_hw_conv_workers')} "
         f"tinygrad_hw workers / {env['threads']['torch_threads']} torch; "
         f"{', '.join(f'{k}={v}' for k, v in env['env'].items() if v is not None) or 'no OPENBLAS_/OMP_/MKL_ variables set'}; "
-        f"load average at start {env['loadavg_start']}."
+        f"load average at start {env['loadavg_start']}; compiled kernels: {_compiled_text(env)}."
         + (f" GPU: {env['gpu']}." if "gpu" in env else ""),
         "",
         table,
@@ -820,24 +843,41 @@ def update_report(result, table, path=REPORT):
 
 
 def op_breakdown(case: Case, system: Ours, steps: int) -> tuple[float, dict]:
-    """Wall time of ``steps`` steps and the part of it spent in each op class (forward of the op,
-    including the ops that backward passes record), timed around ``Tensor._run_op``. Each op's
-    forward works on arrays and records no ops itself, so the parts do not overlap; the rest is
-    the engine, the Python layers and the optimizer."""
-    from tinygrad_hw.tensor import Tensor
-    original = Tensor.__dict__["_run_op"]
+    """Wall time of ``steps`` steps and the part of it spent in each op class (the ``forward`` of
+    the op, including the ops that backward passes record), timed around every ``forward`` of the
+    subclasses of ``Function``. Each op's forward works on arrays and records no ops itself, so the
+    parts do not overlap (an outer forward alone is counted); the rest -- the engine, the Python
+    layers, the array-level first-order backwards (Linear, BatchNorm, cross-entropy) and the
+    optimizer -- is "outside ops"."""
+    from tinygrad_hw.autograd.function import Function
     spent: dict[str, list] = {}
+    depth = [0]
 
-    def timed_run_op(op_cls, inputs, params):
-        t0 = time.perf_counter()
-        out = original.__func__(op_cls, inputs, params)
-        system.sync()
-        entry = spent.setdefault(op_cls.__name__, [0.0, 0])
-        entry[0] += time.perf_counter() - t0
-        entry[1] += 1
-        return out
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
 
-    Tensor._run_op = staticmethod(timed_run_op)
+    def timed(forward):
+        def wrapper(self, *arrays):
+            if depth[0]:
+                return forward(self, *arrays)
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                out = forward(self, *arrays)
+                system.sync()
+            finally:
+                depth[0] -= 1
+            entry = spent.setdefault(type(self).__name__, [0.0, 0])
+            entry[0] += time.perf_counter() - t0
+            entry[1] += 1
+            return out
+        return wrapper
+
+    originals = {cls: cls.__dict__["forward"] for cls in set(subclasses(Function)) if "forward" in cls.__dict__}
+    for cls, forward in originals.items():
+        cls.forward = timed(forward)
     try:
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -845,7 +885,8 @@ def op_breakdown(case: Case, system: Ours, steps: int) -> tuple[float, dict]:
         system.sync()
         total = time.perf_counter() - t0
     finally:
-        Tensor._run_op = original
+        for cls, forward in originals.items():
+            cls.forward = forward
     return total, spent
 
 

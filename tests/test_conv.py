@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import tinygrad_hw as hw
 from tinygrad_hw.kernels import conv as cv
-from tinygrad_hw.kernels import geometry, parallel, scratch, winograd
+from tinygrad_hw.kernels import compiled, geometry, parallel, scratch, winograd
 import tinygrad_hw.nn.functional as hwF
 from tinygrad_hw.backend import get_backend
 
@@ -139,7 +139,9 @@ def test_conv2d_winograd_matches_torch(backend, monkeypatch, case):
 
 def test_winograd_is_used_for_wide_3x3_convolutions(monkeypatch):
     """The policy picks Winograd for 3x3 stride-1 convolutions with enough channels, and its
-    float32 result agrees with im2col's."""
+    float32 result agrees with im2col's. (The NumPy kernels' policy: the compiled one is in
+    test_compiled_kernels.py.)"""
+    monkeypatch.setattr(compiled, "ENABLED", False)
     be = get_backend("numpy")
     rng = _rng(5)
     x = rng.standard_normal((4, 32, 10, 9)).astype(np.float32)

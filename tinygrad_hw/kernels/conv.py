@@ -14,7 +14,9 @@ stride the weight's transpose times the output gradient gives columns that col2i
 adding kh * kw strided slices into a padded buffer.
 
 3x3 / stride-1 / undilated / ungrouped convolutions with enough channels use Winograd's
-F(2x2, 3x3) on NumPy instead (:mod:`~tinygrad_hw.kernels.winograd`).
+F(2x2, 3x3) on NumPy instead (:mod:`~tinygrad_hw.kernels.winograd`). With numba installed col2im
+is a single compiled pass per chunk (:mod:`~tinygrad_hw.kernels.compiled`); the strided adds
+below are the reference.
 
 On the NumPy backend the batch is cut into chunks of a few images
 (:func:`~tinygrad_hw.kernels.scratch.image_chunks`) that run in worker threads, each with a
@@ -26,7 +28,7 @@ even kernel needs no extra copy.
 """
 from __future__ import annotations
 
-from . import winograd
+from . import compiled, winograd
 from .geometry import check_conv_shapes, conv_output_size
 from .parallel import map_chunks
 from .scratch import image_chunks, pad_image, workspace
@@ -170,6 +172,9 @@ def conv2d_input_grad(be, gy, w, input_hw, stride=(1, 1), padding=(0, 0, 0, 0), 
         b = n1 - n0
         cols = _grouped_matmul(be, w_t, _grads_by_group(be, gy[n0:n1], groups), "cols")
         cols = cols.reshape(c, kh, kw, b, oh, ow)
+        if compiled.active(be, gy):  # col2im in one compiled pass, straight into gx
+            compiled.col2im(cols, gx[n0:n1], sh, sw, pt, pl, dh, dw)
+            return
         # col2im: every kernel position adds its slice of columns into the padded image
         acc = workspace(be, "pad", (c, b, hp, wp), gy.dtype)
         acc.fill(0)

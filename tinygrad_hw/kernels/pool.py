@@ -2,13 +2,15 @@
 
 Like PyTorch: padding never wins a max-pooling window, ties go to the first maximum in row-major
 window order, and a NaN makes the window's output NaN. The differentiable ops that call these
-are in :mod:`tinygrad_hw.ops.pool`.
+are in :mod:`tinygrad_hw.ops.pool`. With numba installed, max pooling's forward (values and
+first-maximum positions) and backward (the scatter to the maxima) are single compiled passes
+(:mod:`~tinygrad_hw.kernels.compiled`); the NumPy code here is the reference.
 """
 from __future__ import annotations
 
 import math
 
-from . import cuda
+from . import compiled, cuda
 from .geometry import pool_output_size, valid_range
 from .parallel import map_chunks, split_ranges
 from .scratch import pad_image, workspace
@@ -51,6 +53,11 @@ def _pool_tiles(kernel, stride, padding, dilation, input_shape, out_hw):
             and out_hw[0] * kernel[0] <= input_shape[2] and out_hw[1] * kernel[1] <= input_shape[3])
 
 
+def _two_by_two(kernel, stride, padding, dilation, input_shape, out_hw):
+    """2x2 windows at stride 2 that tile (a crop of) the input: the compiled special case."""
+    return tuple(kernel) == (2, 2) and _pool_tiles(kernel, stride, padding, dilation, input_shape, out_hw)
+
+
 def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
     """Max pooling of ``x`` (N, C, H, W). Returns ``(y, argmax)`` where ``argmax`` (int8/int16/int32,
     shape of ``y``) is the kernel position kh_index * kw + kw_index of each window's maximum.
@@ -71,6 +78,21 @@ def max_pool2d_forward(be, x, kernel, stride, padding=(0, 0), dilation=(1, 1), c
         return fused.max_pool2d_forward(x, out_hw, kernel, stride, padding, dilation, idx_dtype)
     y = xp.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = xp.zeros((n, c, oh, ow), dtype=idx_dtype)
+    if compiled.active(be, x):
+        xc = xp.ascontiguousarray(x)
+
+        two = _two_by_two(kernel, stride, padding, dilation, x.shape, out_hw)
+
+        def chunk(span):
+            n0, n1 = span
+            if two:
+                compiled.max_pool_2x2_forward(xc[n0:n1], y[n0:n1], argmax[n0:n1])
+            else:
+                compiled.max_pool_forward(xc[n0:n1], y[n0:n1], argmax[n0:n1], kh, kw, stride[0], stride[1],
+                                          padding[0], padding[1], dilation[0], dilation[1])
+
+        map_chunks(be, chunk, split_ranges(be, n, x.nbytes))
+        return y, argmax
 
     def chunk(span):
         n0, n1 = span
@@ -171,16 +193,18 @@ class MaxPoolRoute:
     def __init__(self, be, argmax, input_shape, kernel, stride, padding, dilation):
         self.be, self.input_shape = be, input_shape
         self.fused = cuda.for_backend(be)
-        if self.fused is not None:  # the GPU kernel reads the kernel positions directly
-            self.argmax, self.geometry = argmax, (kernel, stride, padding, dilation)
-        self.flat_index = None if self.fused is not None else max_pool2d_flat_indices(
-            be, argmax, input_shape, kernel, stride, padding, dilation)
+        # the GPU kernel and the compiled scatter read the kernel positions directly; the
+        # flat indices are made on first use
+        self.argmax, self.geometry = argmax, (kernel, stride, padding, dilation)
+        self.flat_index = None
         # windows overlap when the stride is shorter than the dilated kernel
         self.overlapping = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
 
     def scatter(self, gy):
         if self.fused is not None and self.fused.supports(gy):
             return self.fused.max_pool2d_backward(gy, self.argmax, self.input_shape, *self.geometry)
+        if compiled.active(self.be, gy):
+            return self._compiled_scatter(gy)
         return max_pool2d_scatter(self.be, gy, self._flat_index(), self.input_shape, self.overlapping)
 
     def _flat_index(self):
@@ -188,6 +212,25 @@ class MaxPoolRoute:
             self.flat_index = max_pool2d_flat_indices(self.be, self.argmax, self.input_shape,
                                                       *self.geometry)
         return self.flat_index
+
+    def _compiled_scatter(self, gy):
+        xp = self.be.xp
+        (_, kw), stride, padding, dilation = self.geometry
+        gy = xp.ascontiguousarray(gy)
+        gx = xp.empty(self.input_shape, dtype=gy.dtype)
+
+        two = _two_by_two(*self.geometry, self.input_shape, gy.shape[2:])
+
+        def chunk(span):
+            n0, n1 = span
+            if two:
+                compiled.max_pool_2x2_backward(gy[n0:n1], self.argmax[n0:n1], gx[n0:n1])
+                return
+            compiled.max_pool_backward(gy[n0:n1], self.argmax[n0:n1], gx[n0:n1], kw, stride[0], stride[1],
+                                       padding[0], padding[1], dilation[0], dilation[1])
+
+        map_chunks(self.be, chunk, split_ranges(self.be, self.input_shape[0], gx.nbytes))
+        return gx
 
     def gather(self, gx):
         return max_pool2d_gather(self.be, gx, self._flat_index())

@@ -4,16 +4,24 @@ For 3x3 / stride-1 / undilated / ungrouped convolutions with at least ``MIN_CHAN
 each way and outputs of at least ``MIN_SIZE`` on each side: 16 products of (O, C) by (C, tiles)
 matrices, for the forward pass, the input gradient (through the flipped kernel, by
 :func:`~tinygrad_hw.kernels.conv.conv2d_input_grad`) and the weight gradient.
+
+With numba installed (:mod:`~tinygrad_hw.kernels.compiled`) the tile transforms are single
+compiled passes per chunk, on tiles without the filler column that the NumPy transforms below
+(the reference) need, and only the products stay in NumPy (BLAS); that path also runs
+F(4x4, 3x3) (36 products, 4x fewer multiplications than im2col) on outputs of ``FOUR_FROM`` and
+up, and takes smaller layers (``COMPILED_MIN_CHANNELS``, ``COMPILED_MIN_SIZE``).
 """
 from __future__ import annotations
 
 import numpy
 
+from . import compiled
 from .geometry import valid_range
-from .parallel import map_chunks
+from .parallel import map_chunks, single_threaded_blas
 from .scratch import bordered_workspace, image_chunks, workspace
 
-__all__ = ["ENABLED", "MIN_CHANNELS", "MIN_SIZE", "applies", "forward", "weight_grad"]
+__all__ = ["ENABLED", "MIN_CHANNELS", "MIN_SIZE", "COMPILED_MIN_CHANNELS", "COMPILED_MIN_SIZE", "FOUR_FROM", "FOUR_MIN_CHANNELS",
+           "TRANSFORMS", "tile_size", "applies", "forward", "weight_grad"]
 
 # Below these sizes the tile transforms cost more than the fewer multiplications save.
 # ENABLED = False always uses im2col.
@@ -22,10 +30,22 @@ MIN_CHANNELS = 32
 MIN_SIZE = 8
 
 
+# With the compiled transforms Winograd pays from far smaller layers (benchmarks/bench_conv.py
+# --algorithms: F(2x2) beat im2col 1.6x on 128 channels at 4x4 and 1.9x on 6 -> 12 channels at
+# 16x16; im2col still won on 3 input channels). The smaller of each pair of limits applies.
+COMPILED_MIN_CHANNELS = 4
+COMPILED_MIN_SIZE = 4
+
+
 def applies(be, c, o, kernel_hw, stride, dilation, groups, dtype, out_hw):
-    return (ENABLED and be.name == "numpy" and tuple(kernel_hw) == (3, 3) and tuple(stride) == (1, 1)
-            and tuple(dilation) == (1, 1) and groups == 1 and min(c, o) >= MIN_CHANNELS
-            and min(out_hw) >= MIN_SIZE and dtype.kind == "f" and dtype.itemsize >= 4)
+    """Whether a convolution of this shape runs by Winograd (else im2col)."""
+    if not (ENABLED and be.name == "numpy" and tuple(kernel_hw) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and groups == 1 and dtype.kind == "f" and dtype.itemsize >= 4):
+        return False
+    min_channels, min_size = MIN_CHANNELS, MIN_SIZE
+    if compiled.active(be) and dtype in (numpy.float32, numpy.float64):
+        min_channels, min_size = min(min_channels, COMPILED_MIN_CHANNELS), min(min_size, COMPILED_MIN_SIZE)
+    return min(c, o) >= min_channels and min(out_hw) >= min_size
 
 
 # y = A^T [(G w G^T) * (B^T d B)] A for every 4x4 input tile d (tiles overlap by 2) giving a 2x2
@@ -121,6 +141,9 @@ def forward(be, x, w, padding, y, bias=None):
     n, c = x.shape[:2]
     o, oh, ow = y.shape[1:]
     tiles = (-(-oh // 2), -(-ow // 2))
+    if compiled.active(be, x, w):
+        _compiled_forward(be, x, w, padding, y, bias)
+        return
     u = _winograd_filter(be, w)
 
     def chunk(span):
@@ -135,6 +158,107 @@ def forward(be, x, w, padding, y, bias=None):
     map_chunks(be, chunk, image_chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
 
 
+# Winograd F(m x m, 3x3) for the compiled kernels: (B^T, G, A^T) of F(2x2, 3x3) and F(4x4, 3x3)
+# (interpolation points 0, +-1 [, +-2] and infinity; Lavin and Gray's matrices). F(4x4) does 36
+# products per 4x4 output tile where F(2x2) does 16 per 2x2 (1.8x fewer multiplications, and
+# 2.25 instead of 4 transformed values per input value), at a larger float32 rounding error
+# (about 1e-5 relative, against 1e-6).
+TRANSFORMS = {
+    2: (numpy.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float),
+        _G,
+        numpy.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=float)),
+    4: (numpy.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float),
+        numpy.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+        numpy.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                     [0, 1, -1, 8, -8, 1]], dtype=float)),
+}
+# Output tile size of the compiled path, by the smaller side of the output: F(4x4) from
+# FOUR_FROM on (benchmarks/bench_conv.py --algorithms: F(4x4) won on every layer at 16x16 and
+# 32x32, by 1.2-1.3x, and lost at 8x8 and 4x4, where its 4x4 tiles leave few tiles per image).
+# F(4x4)'s float32 rounding error is ~10x im2col's; on the fast_cnn net's 16 -> 32 layer at
+# 32x32 that flipped enough near-tied max-pooling windows against the float64 pass that the
+# network check against PyTorch (tests/test_reference_gradients.py) found no batch that routes
+# the same way, so F(4x4) also needs FOUR_MIN_CHANNELS channels each way (F(2x2) there: 111
+# against 85 ms fwd+bwd at batch 256).
+FOUR_FROM = 16
+FOUR_MIN_CHANNELS = 32
+
+
+def tile_size(out_hw, channels=None) -> int:
+    """m of the F(m x m, 3x3) that the compiled kernels use for an output of ``out_hw`` and
+    ``channels`` = min(in, out) (None: any)."""
+    wide = channels is None or channels >= FOUR_MIN_CHANNELS
+    return 4 if min(out_hw) >= FOUR_FROM and wide else 2
+
+
+def _compiled_filter(be, w, g):
+    """U (alpha^2, O, C) = G w G^T for every (o, c)."""
+    o, c = w.shape[:2]
+    gg = be.asarray(numpy.kron(g, g).astype(w.dtype))
+    # one small product (einsum's own loop took ~1 ms a call here), on one BLAS thread: woken
+    # BLAS threads would spin against the chunk workers that come next
+    with single_threaded_blas(be):
+        u = w.reshape(o * c, 9) @ gg.T
+    return be.xp.ascontiguousarray(u.T).reshape(gg.shape[0], o, c)
+
+
+def _compiled_forward(be, x, w, padding, y, bias):
+    """The forward pass with compiled tile transforms (bias added in the output transform)."""
+    xp = be.xp
+    n, c = x.shape[:2]
+    o, oh, ow = y.shape[1:]
+    m = tile_size((oh, ow), min(c, o))
+    bt, g, at = (mat.astype(x.dtype) for mat in TRANSFORMS[m])
+    u = _compiled_filter(be, w, g)
+    th, tw = -(-oh // m), -(-ow // m)
+    planes = u.shape[0]
+    x = xp.ascontiguousarray(x)
+    has_bias = bias is not None
+    bias = xp.ascontiguousarray(bias, dtype=x.dtype) if has_bias else xp.zeros(1, x.dtype)
+
+    def chunk(span):
+        n0, n1 = span
+        cols = (n1 - n0) * th * tw
+        v = workspace(be, "wino_v", (planes, c, cols), x.dtype)
+        compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw)
+        prod = workspace(be, "gemm", (planes, o, cols), x.dtype)
+        xp.matmul(u, v, out=prod)
+        compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw)
+
+    map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
+
+
+def _compiled_weight_grad(be, x, gy, padding):
+    """G^T [sum over tiles (A gy A^T) * V] G with compiled transforms."""
+    xp = be.xp
+    n, c = x.shape[:2]
+    o, oh, ow = gy.shape[1:]
+    m = tile_size((oh, ow), min(c, o))
+    bt, g, at = (mat.astype(x.dtype) for mat in TRANSFORMS[m])
+    th, tw = -(-oh // m), -(-ow // m)
+    planes = bt.shape[0] ** 2
+    x, gy = xp.ascontiguousarray(x), xp.ascontiguousarray(gy)
+
+    def chunk(span):
+        n0, n1 = span
+        cols = (n1 - n0) * th * tw
+        v = workspace(be, "wino_v", (planes, c, cols), x.dtype)
+        compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw)
+        prod = workspace(be, "wino_m", (planes, o, cols), gy.dtype)
+        compiled.wino_grad_output(gy[n0:n1], prod, at, th, tw)
+        return xp.matmul(prod, v.transpose(0, 2, 1))  # (alpha^2, O, C), fresh
+
+    parts = map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
+    du = parts[0]
+    for part in parts[1:]:
+        du += part
+    gg = be.asarray(numpy.kron(g, g))  # U = gg w, so dw = gg^T dU
+    with single_threaded_blas(be):
+        return (du.reshape(planes, o * c).T @ gg).reshape(o, c, 3, 3)
+
+
 def weight_grad(be, x, gy, padding):
     """Weight gradient of a Winograd convolution: G^T [sum over tiles (A gy A^T) * V] G."""
     xp = be.xp
@@ -142,6 +266,8 @@ def weight_grad(be, x, gy, padding):
     o, oh, ow = gy.shape[1:]
     th, tw = tiles = (-(-oh // 2), -(-ow // 2))
     r = tw + 1
+    if compiled.active(be, x, gy):  # A gy A^T exactly: no signs to fold into G
+        return _compiled_weight_grad(be, x, gy, padding)
 
     def chunk(span):
         n0, n1 = span
