@@ -1,4 +1,6 @@
 """Convolution and pooling against torch.nn.functional: values, gradients, second order, errors."""
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -25,10 +27,12 @@ def _rng(seed):
 @pytest.fixture(params=["whole", "chunked", "winograd"])
 def conv_path(request, monkeypatch):
     """Run a test through each code path of the NumPy kernels: the whole batch in one chunk;
-    one image per chunk (CHUNK_BYTES=1, chunks shared by worker threads); and Winograd for every
+    one image per chunk (CHUNK_BYTES=1, chunks shared by worker threads; DEVICE_CHUNK_BYTES=1 on
+    CuPy, chunks in turn); and Winograd for every
     3x3 / stride-1 convolution whatever its channel count."""
     if request.param in ("chunked", "winograd"):
         monkeypatch.setattr(scratch, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(scratch, "DEVICE_CHUNK_BYTES", 1)  # the same on the device backend
     if request.param == "winograd":
         monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
         monkeypatch.setattr(winograd, "MIN_SIZE", 1)
@@ -449,3 +453,21 @@ def test_max_pool2d_tiling_windows(backend, kernel, shape, ceil_mode):
     x[0, 0, 1, 1] = np.nan
     y = hwF.max_pool2d(hw.Tensor(x, backend=backend), **args).numpy()
     np.testing.assert_array_equal(y, F.max_pool2d(torch.from_numpy(x), **args).numpy())
+
+
+@pytest.mark.parametrize("n,bytes_per_image", [(512, 64 * 9 * 32 * 32 * 4), (512, 3 * 9 * 32 * 32 * 4),
+                                               (7, 300 << 20), (1, 1)])
+def test_device_chunks_bound_the_column_buffer(n, bytes_per_image):
+    """Off NumPy a batch is cut only where one column buffer would pass DEVICE_CHUNK_BYTES (the
+    vgg preset's 64-channel layers at batch 512: 1.2 GB whole), into even chunks covering it."""
+    device = types.SimpleNamespace(name="cupy")  # image_chunks reads only the backend's name
+    chunks = scratch.image_chunks(device, n, bytes_per_image)
+    assert chunks[0][0] == 0 and chunks[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    sizes = [stop - start for start, stop in chunks]
+    assert max(sizes) - min(sizes) <= 1 or len(chunks) == 1 or sizes[-1] < sizes[0]
+    if n * bytes_per_image <= scratch.DEVICE_CHUNK_BYTES:
+        assert chunks == [(0, n)]
+    else:
+        assert all(size == 1 or size * bytes_per_image <= scratch.DEVICE_CHUNK_BYTES for size in sizes)
+        assert len(chunks) == -(-n // max(1, scratch.DEVICE_CHUNK_BYTES // bytes_per_image))

@@ -20,8 +20,9 @@ below are the reference.
 
 On the NumPy backend the batch is cut into chunks of a few images
 (:func:`~tinygrad_hw.kernels.scratch.image_chunks`) that run in worker threads, each with a
-single-threaded BLAS, so the copies run in parallel too. On the GPU the whole batch is one chunk:
-one column buffer, one batched product.
+single-threaded BLAS, so the copies run in parallel too. On the GPU a chunk is as many images as
+keep one column buffer under ``DEVICE_CHUNK_BYTES`` (256 MiB), run one after another: the whole
+batch at the usual sizes, a bounded buffer for large batches.
 
 Padding is carried as four numbers (top, bottom, left, right) so that ``padding="same"`` with an
 even kernel needs no extra copy.

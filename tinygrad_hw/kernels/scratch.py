@@ -5,7 +5,8 @@ temporaries for one call take them from :func:`workspace`, kept per thread and r
 to call. :func:`image_chunks` cuts a batch into chunks small enough that a chunk's column buffer
 stays in the CPU cache between the copy that writes it and the product that reads it; the
 chunks run in :mod:`~tinygrad_hw.kernels.parallel`'s worker threads. Off NumPy (CuPy has its
-own memory pool and runs the whole batch at once) both are plain allocations.
+own memory pool) scratch arrays are plain allocations, and a batch is cut into chunks only where
+one chunk's buffer would pass ``DEVICE_CHUNK_BYTES``.
 """
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ import threading
 
 from .parallel import worker_count
 
-__all__ = ["CHUNK_BYTES", "workspace", "bordered_workspace", "image_chunks", "pad_image"]
+__all__ = ["CHUNK_BYTES", "DEVICE_CHUNK_BYTES", "workspace", "bordered_workspace", "image_chunks", "pad_image"]
 
 # Target size of one chunk's column buffer on the NumPy backend: small enough to stay in the
 # cache between the copy that writes it and the product that reads it. Tuned on a 2-core EPYC
 # (2 MiB L2 per core, 32 MiB L3); see benchmarks/bench_conv.py.
 CHUNK_BYTES = 2 << 20
+# Largest column buffer of one chunk on a GPU: the vgg preset's first layers at batch 512 need
+# 1.2-2.4 GB for the whole batch, and three such buffers per layer and step (forward, input and
+# weight gradient) would be built; in chunks of this size each is built and freed in turn, and
+# every chunk's matrix product still has tens of images (plenty for the GPU).
+DEVICE_CHUNK_BYTES = 256 << 20
 # Scratch buffers larger than this are allocated per call instead of being kept alive.
 _SCRATCH_KEEP_MAX_BYTES = 64 << 20
 
@@ -81,9 +87,17 @@ def bordered_workspace(be, slot: str, shape, dtype, layout):
 
 
 def image_chunks(be, n_images: int, bytes_per_image: int):
-    """(start, stop) ranges of images processed together (the whole batch off NumPy)."""
-    if be.name != "numpy" or n_images == 0:
+    """(start, stop) ranges of images processed together, cut so that one chunk's column buffer
+    is about ``CHUNK_BYTES`` on NumPy (cache-sized, shared by the worker threads) and at most
+    ``DEVICE_CHUNK_BYTES`` elsewhere (one after another: a bound on device memory, not a cache
+    size)."""
+    if n_images == 0:
         return [(0, n_images)]
+    if be.name != "numpy":
+        per = max(1, DEVICE_CHUNK_BYTES // max(bytes_per_image, 1))
+        count = -(-n_images // per)
+        per = -(-n_images // count)
+        return [(s, min(n_images, s + per)) for s in range(0, n_images, per)]
     per = max(1, min(n_images, CHUNK_BYTES // max(bytes_per_image, 1)))
     count = -(-n_images // per)
     workers = worker_count()
