@@ -30,7 +30,7 @@ try:  # numba is optional (the data, test and bench extras install it)
 except ImportError:  # pragma: no cover - exercised on machines without numba
     numba = None
 
-__all__ = ["AVAILABLE", "ENABLED", "active", "warm_up", "col2im", "wino_input", "wino_output",
+__all__ = ["AVAILABLE", "ENABLED", "active", "warm_up", "col2im", "wino_input", "wino_input_generic", "wino_output",
            "wino_grad_output", "max_pool_forward", "max_pool_backward", "max_pool_2x2_forward",
            "max_pool_2x2_backward"]
 
@@ -204,6 +204,59 @@ def _wino_input_f2(x, v, pt, pl, th, tw):
 
 
 @_jit
+def _wino_input_f4(x, v, bt, pt, pl, th, tw):
+    """wino_input for F(4x4, 3x3) unrolled: the tile gather fused into the row transform (each
+    of a tile's six columns read from the bordered plane straight into B^T's six sums), the 36
+    values in registers, an image's tiles into a small buffer, then copied into V's 36 planes one
+    run each. The sums are the generic loop's (_apply_left then _apply_right: coefficient times
+    value, added in the order of B^T's columns, zeros skipped), so V is bit for bit the same."""
+    n, c, h, w = x.shape
+    hp, wp = 4 * th + 2, 4 * tw + 2
+    plane = numpy.zeros((hp, wp), dtype=x.dtype)
+    r0, r1 = max(pt, 0), min(pt + h, hp)
+    c0, c1 = max(pl, 0), min(pl + w, wp)
+    tiles = th * tw
+    buf = numpy.empty((36, tiles + 16), dtype=x.dtype)  # padded rows: off the same cache sets
+    t = numpy.empty((6, 6), dtype=x.dtype)
+    f4, f5, f2 = bt[0, 0], -bt[0, 2], bt[3, 3]  # 4, 5, 2 in x's dtype (no float64 promotion)
+    for ch in range(c):
+        for b in range(n):
+            for r in range(r0, r1):
+                for q in range(c0, c1):
+                    plane[r, q] = x[b, ch, r - pt, q - pl]
+            for ti in range(th):
+                p0, p1, p2 = plane[4 * ti], plane[4 * ti + 1], plane[4 * ti + 2]
+                p3, p4, p5 = plane[4 * ti + 3], plane[4 * ti + 4], plane[4 * ti + 5]
+                for tj in range(tw):
+                    col = ti * tw + tj
+                    for e in range(6):
+                        q = 4 * tj + e
+                        d0, d1, d2, d3, d4, d5 = p0[q], p1[q], p2[q], p3[q], p4[q], p5[q]
+                        # B^T along rows: [4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                        # [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]
+                        t[0, e] = f4 * d0 + (-f5) * d2 + d4
+                        t[1, e] = (-f4) * d1 + (-f4) * d2 + d3 + d4
+                        t[2, e] = f4 * d1 + (-f4) * d2 + (-d3) + d4
+                        t[3, e] = (-f2) * d1 + (-d2) + f2 * d3 + d4
+                        t[4, e] = f2 * d1 + (-d2) + (-f2) * d3 + d4
+                        t[5, e] = f4 * d1 + (-f5) * d3 + d5
+                    for a in range(6):  # B along columns
+                        s0, s1, s2, s3, s4, s5 = t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5]
+                        k = 6 * a
+                        buf[k, col] = f4 * s0 + (-f5) * s2 + s4
+                        buf[k + 1, col] = (-f4) * s1 + (-f4) * s2 + s3 + s4
+                        buf[k + 2, col] = f4 * s1 + (-f4) * s2 + (-s3) + s4
+                        buf[k + 3, col] = (-f2) * s1 + (-s2) + f2 * s3 + s4
+                        buf[k + 4, col] = f2 * s1 + (-s2) + (-f2) * s3 + s4
+                        buf[k + 5, col] = f4 * s1 + (-f5) * s3 + s5
+            start = b * tiles
+            for k in range(36):
+                dst = v[k, ch]
+                for i in range(tiles):
+                    dst[start + i] = buf[k, i]
+
+
+@_jit
 def wino_input(x, v, bt, m, pt, pl, th, tw):
     """V (alpha^2, C, n*th*tw) = B^T d B for the alpha x alpha tile d at rows m*ti - pt, columns
     m*tj - pl of every image of ``x`` (n, C, H, W), zero outside the image. Each image plane is
@@ -214,6 +267,18 @@ def wino_input(x, v, bt, m, pt, pl, th, tw):
     if m == 2 and alpha == 4 and bt[0, 2] == -1:  # winograd.TRANSFORMS[2]'s B^T: the unrolled kernel
         _wino_input_f2(x, v, pt, pl, th, tw)
         return
+    if m == 4 and alpha == 6 and bt[0, 0] == 4 and bt[0, 2] == -5 and bt[3, 3] == 2 and bt[5, 5] == 1:  # TRANSFORMS[4]'s B^T
+        _wino_input_f4(x, v, bt, pt, pl, th, tw)
+        return
+    wino_input_generic(x, v, bt, m, pt, pl, th, tw)
+
+
+@_jit
+def wino_input_generic(x, v, bt, m, pt, pl, th, tw):
+    """wino_input by the generic loops for any (B^T, m): the gather, then B^T and B applied as
+    matrices (the unrolled kernels' reference in the tests)."""
+    n, c, h, w = x.shape
+    alpha = bt.shape[0]
     hp, wp = m * th + alpha - m, m * tw + alpha - m
     plane = numpy.zeros((hp, wp), dtype=x.dtype)
     r0, r1 = max(pt, 0), min(pt + h, hp)  # the plane's rows and columns that hold image cells
