@@ -294,3 +294,22 @@ def test_unrolled_winograd_input_equals_generic(m, n, c, h, w, pad, dtype, seed)
     compiled.wino_input(x, v, bt, m, pad, pad, th, tw)
     compiled.wino_input_generic(x, v_ref, bt, m, pad, pad, th, tw)
     np.testing.assert_array_equal(v, v_ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.sampled_from([2, 4]), n=st.integers(1, 3), o=st.integers(1, 3), oh=st.integers(1, 13),
+       ow=st.integers(1, 13), has_bias=st.booleans(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_unrolled_winograd_output_equals_generic(m, n, o, oh, ow, has_bias, dtype, seed):
+    """The unrolled F(2x2) output transform (F(4x4) runs the generic loops either way) gives y
+    bit for bit as the generic loops, bias or none, partial last tiles included."""
+    rng = np.random.default_rng(seed)
+    at = winograd.TRANSFORMS[m][2].astype(dtype)
+    th, tw = -(-oh // m), -(-ow // m)
+    alpha = m + 2
+    mm = rng.standard_normal((alpha * alpha, o, n * th * tw)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype) if has_bias else np.zeros(1, dtype)
+    y = np.full((n, o, oh, ow), np.nan, dtype)
+    y_ref = np.full_like(y, np.nan)
+    compiled.wino_output(mm, y, at, bias, has_bias, th, tw)
+    compiled.wino_output_generic(mm, y_ref, at, bias, has_bias, th, tw)
+    np.testing.assert_array_equal(y, y_ref)
