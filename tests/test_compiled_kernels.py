@@ -313,3 +313,26 @@ def test_unrolled_winograd_output_equals_generic(m, n, o, oh, ow, has_bias, dtyp
     compiled.wino_output(mm, y, at, bias, has_bias, th, tw)
     compiled.wino_output_generic(mm, y_ref, at, bias, has_bias, th, tw)
     np.testing.assert_array_equal(y, y_ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.sampled_from([2, 4]), n=st.integers(1, 3), o=st.integers(1, 3), oh=st.integers(1, 13),
+       ow=st.integers(1, 13), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_unrolled_winograd_grad_output_equals_generic(m, n, o, oh, ow, dtype, seed):
+    """The unrolled F(2x2) transform of the output gradient (the weight gradient's; F(4x4) runs
+    the generic loops either way) gives M bit for bit as the generic loops, partial last tiles
+    included."""
+    rng = np.random.default_rng(seed)
+    at = winograd.TRANSFORMS[m][2].astype(dtype)
+    th, tw = -(-oh // m), -(-ow // m)
+    alpha = m + 2
+    gy = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    mm = np.full((alpha * alpha, o, n * th * tw), np.nan, dtype)
+    mm_ref = np.full_like(mm, np.nan)
+    compiled.wino_grad_output_generic(gy, mm_ref, at, th, tw)
+    compiled.wino_grad_output(gy, mm, at, th, tw)  # (the unrolled kernel up to 4 tiles a row)
+    np.testing.assert_array_equal(mm, mm_ref)
+    if m == 2:  # the unrolled kernel at every width
+        mm[:] = np.nan
+        compiled._wino_grad_output_f2(gy, mm, th, tw)
+        np.testing.assert_array_equal(mm, mm_ref)
