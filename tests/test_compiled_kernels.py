@@ -272,3 +272,67 @@ def test_max_pool_2x2_kernels_match_reference_and_torch(monkeypatch, n, c, h, w,
     if values != "nan":  # (PyTorch's CPU kernel points at a window's last NaN)
         np.testing.assert_array_equal(pl.max_pool2d_flat_indices(be, argmax, x.shape, *args, plane=True),
                                       idx_t.numpy())
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.sampled_from([2, 4]), n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 13),
+       w=st.integers(1, 13), pad=st.integers(0, 2), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_unrolled_winograd_input_equals_generic(m, n, c, h, w, pad, dtype, seed):
+    """The unrolled F(2x2) and F(4x4) input transforms (the gather fused into the row transform)
+    give V bit for bit as the generic loops (gather, then B^T and B as matrices), borders and
+    partial last tiles included."""
+    oh, ow = h + 2 * pad - 2, w + 2 * pad - 2
+    if oh < 1 or ow < 1:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    bt = winograd.TRANSFORMS[m][0].astype(dtype)
+    th, tw = -(-oh // m), -(-ow // m)
+    alpha = m + 2
+    v = np.full((alpha * alpha, c, n * th * tw), np.nan, dtype)
+    v_ref = np.full_like(v, np.nan)
+    compiled.wino_input(x, v, bt, m, pad, pad, th, tw)
+    compiled.wino_input_generic(x, v_ref, bt, m, pad, pad, th, tw)
+    np.testing.assert_array_equal(v, v_ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.sampled_from([2, 4]), n=st.integers(1, 3), o=st.integers(1, 3), oh=st.integers(1, 13),
+       ow=st.integers(1, 13), has_bias=st.booleans(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_unrolled_winograd_output_equals_generic(m, n, o, oh, ow, has_bias, dtype, seed):
+    """The unrolled F(2x2) output transform (F(4x4) runs the generic loops either way) gives y
+    bit for bit as the generic loops, bias or none, partial last tiles included."""
+    rng = np.random.default_rng(seed)
+    at = winograd.TRANSFORMS[m][2].astype(dtype)
+    th, tw = -(-oh // m), -(-ow // m)
+    alpha = m + 2
+    mm = rng.standard_normal((alpha * alpha, o, n * th * tw)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype) if has_bias else np.zeros(1, dtype)
+    y = np.full((n, o, oh, ow), np.nan, dtype)
+    y_ref = np.full_like(y, np.nan)
+    compiled.wino_output(mm, y, at, bias, has_bias, th, tw)
+    compiled.wino_output_generic(mm, y_ref, at, bias, has_bias, th, tw)
+    np.testing.assert_array_equal(y, y_ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.sampled_from([2, 4]), n=st.integers(1, 3), o=st.integers(1, 3), oh=st.integers(1, 13),
+       ow=st.integers(1, 13), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_unrolled_winograd_grad_output_equals_generic(m, n, o, oh, ow, dtype, seed):
+    """The unrolled F(2x2) transform of the output gradient (the weight gradient's; F(4x4) runs
+    the generic loops either way) gives M bit for bit as the generic loops, partial last tiles
+    included."""
+    rng = np.random.default_rng(seed)
+    at = winograd.TRANSFORMS[m][2].astype(dtype)
+    th, tw = -(-oh // m), -(-ow // m)
+    alpha = m + 2
+    gy = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    mm = np.full((alpha * alpha, o, n * th * tw), np.nan, dtype)
+    mm_ref = np.full_like(mm, np.nan)
+    compiled.wino_grad_output_generic(gy, mm_ref, at, th, tw)
+    compiled.wino_grad_output(gy, mm, at, th, tw)  # (the unrolled kernel up to 4 tiles a row)
+    np.testing.assert_array_equal(mm, mm_ref)
+    if m == 2:  # the unrolled kernel at every width
+        mm[:] = np.nan
+        compiled._wino_grad_output_f2(gy, mm, th, tw)
+        np.testing.assert_array_equal(mm, mm_ref)

@@ -30,8 +30,8 @@ try:  # numba is optional (the data, test and bench extras install it)
 except ImportError:  # pragma: no cover - exercised on machines without numba
     numba = None
 
-__all__ = ["AVAILABLE", "ENABLED", "active", "warm_up", "col2im", "wino_input", "wino_output",
-           "wino_grad_output", "max_pool_forward", "max_pool_backward", "max_pool_2x2_forward",
+__all__ = ["AVAILABLE", "ENABLED", "active", "warm_up", "col2im", "wino_input", "wino_input_generic", "wino_output", "wino_output_generic",
+           "wino_grad_output", "wino_grad_output_generic", "max_pool_forward", "max_pool_backward", "max_pool_2x2_forward",
            "max_pool_2x2_backward"]
 
 AVAILABLE = numba is not None
@@ -204,6 +204,59 @@ def _wino_input_f2(x, v, pt, pl, th, tw):
 
 
 @_jit
+def _wino_input_f4(x, v, bt, pt, pl, th, tw):
+    """wino_input for F(4x4, 3x3) unrolled: the tile gather fused into the row transform (each
+    of a tile's six columns read from the bordered plane straight into B^T's six sums), the 36
+    values in registers, an image's tiles into a small buffer, then copied into V's 36 planes one
+    run each. The sums are the generic loop's (_apply_left then _apply_right: coefficient times
+    value, added in the order of B^T's columns, zeros skipped), so V is bit for bit the same."""
+    n, c, h, w = x.shape
+    hp, wp = 4 * th + 2, 4 * tw + 2
+    plane = numpy.zeros((hp, wp), dtype=x.dtype)
+    r0, r1 = max(pt, 0), min(pt + h, hp)
+    c0, c1 = max(pl, 0), min(pl + w, wp)
+    tiles = th * tw
+    buf = numpy.empty((36, tiles + 16), dtype=x.dtype)  # padded rows: off the same cache sets
+    t = numpy.empty((6, 6), dtype=x.dtype)
+    f4, f5, f2 = bt[0, 0], -bt[0, 2], bt[3, 3]  # 4, 5, 2 in x's dtype (no float64 promotion)
+    for ch in range(c):
+        for b in range(n):
+            for r in range(r0, r1):
+                for q in range(c0, c1):
+                    plane[r, q] = x[b, ch, r - pt, q - pl]
+            for ti in range(th):
+                p0, p1, p2 = plane[4 * ti], plane[4 * ti + 1], plane[4 * ti + 2]
+                p3, p4, p5 = plane[4 * ti + 3], plane[4 * ti + 4], plane[4 * ti + 5]
+                for tj in range(tw):
+                    col = ti * tw + tj
+                    for e in range(6):
+                        q = 4 * tj + e
+                        d0, d1, d2, d3, d4, d5 = p0[q], p1[q], p2[q], p3[q], p4[q], p5[q]
+                        # B^T along rows: [4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                        # [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]
+                        t[0, e] = f4 * d0 + (-f5) * d2 + d4
+                        t[1, e] = (-f4) * d1 + (-f4) * d2 + d3 + d4
+                        t[2, e] = f4 * d1 + (-f4) * d2 + (-d3) + d4
+                        t[3, e] = (-f2) * d1 + (-d2) + f2 * d3 + d4
+                        t[4, e] = f2 * d1 + (-d2) + (-f2) * d3 + d4
+                        t[5, e] = f4 * d1 + (-f5) * d3 + d5
+                    for a in range(6):  # B along columns
+                        s0, s1, s2, s3, s4, s5 = t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5]
+                        k = 6 * a
+                        buf[k, col] = f4 * s0 + (-f5) * s2 + s4
+                        buf[k + 1, col] = (-f4) * s1 + (-f4) * s2 + s3 + s4
+                        buf[k + 2, col] = f4 * s1 + (-f4) * s2 + (-s3) + s4
+                        buf[k + 3, col] = (-f2) * s1 + (-s2) + f2 * s3 + s4
+                        buf[k + 4, col] = f2 * s1 + (-s2) + (-f2) * s3 + s4
+                        buf[k + 5, col] = f4 * s1 + (-f5) * s3 + s5
+            start = b * tiles
+            for k in range(36):
+                dst = v[k, ch]
+                for i in range(tiles):
+                    dst[start + i] = buf[k, i]
+
+
+@_jit
 def wino_input(x, v, bt, m, pt, pl, th, tw):
     """V (alpha^2, C, n*th*tw) = B^T d B for the alpha x alpha tile d at rows m*ti - pt, columns
     m*tj - pl of every image of ``x`` (n, C, H, W), zero outside the image. Each image plane is
@@ -214,6 +267,18 @@ def wino_input(x, v, bt, m, pt, pl, th, tw):
     if m == 2 and alpha == 4 and bt[0, 2] == -1:  # winograd.TRANSFORMS[2]'s B^T: the unrolled kernel
         _wino_input_f2(x, v, pt, pl, th, tw)
         return
+    if m == 4 and alpha == 6 and bt[0, 0] == 4 and bt[0, 2] == -5 and bt[3, 3] == 2 and bt[5, 5] == 1:  # TRANSFORMS[4]'s B^T
+        _wino_input_f4(x, v, bt, pt, pl, th, tw)
+        return
+    wino_input_generic(x, v, bt, m, pt, pl, th, tw)
+
+
+@_jit
+def wino_input_generic(x, v, bt, m, pt, pl, th, tw):
+    """wino_input by the generic loops for any (B^T, m): the gather, then B^T and B applied as
+    matrices (the unrolled kernels' reference in the tests)."""
+    n, c, h, w = x.shape
+    alpha = bt.shape[0]
     hp, wp = m * th + alpha - m, m * tw + alpha - m
     plane = numpy.zeros((hp, wp), dtype=x.dtype)
     r0, r1 = max(pt, 0), min(pt + h, hp)  # the plane's rows and columns that hold image cells
@@ -240,9 +305,64 @@ def wino_input(x, v, bt, m, pt, pl, th, tw):
 
 
 @_jit
+def _wino_output_f2(mm, y, bias, has_bias, th, tw):
+    """wino_output for F(2x2, 3x3) unrolled (A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]): a tile's 16
+    values read from M's planes into registers, the four outputs written straight into y. The
+    sums are the generic loops' (A^T along the tile rows, then along the columns, in the order
+    of A^T's columns), so y is bit for bit the same."""
+    n, o, oh, ow = y.shape
+    tiles = th * tw
+    for oc in range(o):
+        add = bias[oc] if has_bias else 0  # (typed as the generic loops type it)
+        m0, m1, m2, m3 = mm[0, oc], mm[1, oc], mm[2, oc], mm[3, oc]
+        m4, m5, m6, m7 = mm[4, oc], mm[5, oc], mm[6, oc], mm[7, oc]
+        m8, m9, m10, m11 = mm[8, oc], mm[9, oc], mm[10, oc], mm[11, oc]
+        m12, m13, m14, m15 = mm[12, oc], mm[13, oc], mm[14, oc], mm[15, oc]
+        for b in range(n):
+            for ti in range(th):
+                r = 2 * ti
+                two_rows = r + 1 < oh
+                out0 = y[b, oc, r]
+                out1 = y[b, oc, r + 1] if two_rows else out0
+                base = b * tiles + ti * tw
+                for tj in range(tw):
+                    i = base + tj
+                    # A^T along the tile rows, for each of the four columns
+                    s00 = m0[i] + m4[i] + m8[i]
+                    s01 = m1[i] + m5[i] + m9[i]
+                    s02 = m2[i] + m6[i] + m10[i]
+                    s03 = m3[i] + m7[i] + m11[i]
+                    s10 = m4[i] + (-m8[i]) + (-m12[i])
+                    s11 = m5[i] + (-m9[i]) + (-m13[i])
+                    s12 = m6[i] + (-m10[i]) + (-m14[i])
+                    s13 = m7[i] + (-m11[i]) + (-m15[i])
+                    q = 2 * tj
+                    out0[q] = s00 + s01 + s02 + add
+                    if q + 1 < ow:
+                        out0[q + 1] = s01 + (-s02) + (-s03) + add
+                    if two_rows:
+                        out1[q] = s10 + s11 + s12 + add
+                        if q + 1 < ow:
+                            out1[q + 1] = s11 + (-s12) + (-s13) + add
+
+
+@_jit
 def wino_output(mm, y, at, bias, has_bias, th, tw):
     """y (n, O, OH, OW) = A^T M A (+ bias[o]) of every tile of M (alpha^2, O, n*th*tw); the
-    rows/columns of the last tiles past OH x OW are dropped."""
+    rows/columns of the last tiles past OH x OW are dropped. F(2x2) (winograd.TRANSFORMS[2]) runs
+    an unrolled kernel (0.42 against 0.52 ms for 8 images of 32 channels at 32x32, 0.02 against
+    0.09 ms for 8 of 128 at 4x4); other A^T the generic loops (an unrolled F(4x4), reading 36
+    planes per tile, lost to them at 32x32: 0.33 against 0.25 ms for 4 images of 32 channels)."""
+    mo, alpha = at.shape
+    if mo == 2 and alpha == 4 and at[0, 3] == 0 and at[1, 3] == -1:
+        _wino_output_f2(mm, y, bias, has_bias, th, tw)
+        return
+    wino_output_generic(mm, y, at, bias, has_bias, th, tw)
+
+
+@_jit
+def wino_output_generic(mm, y, at, bias, has_bias, th, tw):
+    """wino_output by the generic loops for any A^T (the unrolled kernels' reference in the tests)."""
     n, o, oh, ow = y.shape
     mo, alpha = at.shape
     tiles = th * tw
@@ -276,10 +396,64 @@ def wino_output(mm, y, at, bias, has_bias, th, tw):
 
 
 @_jit
+def _wino_grad_output_f2(gy, mm, th, tw):
+    """wino_grad_output for F(2x2, 3x3) unrolled (A = [[1, 0], [1, 1], [1, -1], [0, -1]]): a
+    tile's four gradients in registers, its 16 values into a small buffer per image, then copied
+    into M's planes one run each. The generic loops' sums (bit for bit)."""
+    n, o, oh, ow = gy.shape
+    tiles = th * tw
+    buf = numpy.empty((16, tiles + 16), dtype=gy.dtype)  # padded rows: off the same cache sets
+    zero = numpy.zeros(1, dtype=gy.dtype)[0]  # past the edge (as the generic loops: +0)
+    for oc in range(o):
+        for b in range(n):
+            for ti in range(th):
+                r = 2 * ti
+                row0 = gy[b, oc, r]
+                two_rows = r + 1 < oh
+                row1 = gy[b, oc, r + 1] if two_rows else row0
+                for tj in range(tw):
+                    q = 2 * tj
+                    two_cols = q + 1 < ow
+                    g00 = row0[q]
+                    g01 = row0[q + 1] if two_cols else zero
+                    g10 = row1[q] if two_rows else zero
+                    g11 = row1[q + 1] if two_rows and two_cols else zero
+                    # A along the tile rows: (g0, g0 + g1, g0 - g1, -g1), each column
+                    t00, t01 = g00, g01
+                    t10, t11 = g00 + g10, g01 + g11
+                    t20, t21 = g00 + (-g10), g01 + (-g11)
+                    t30, t31 = -g10, -g11
+                    col = ti * tw + tj
+                    buf[0, col], buf[1, col], buf[2, col], buf[3, col] = t00, t00 + t01, t00 + (-t01), -t01
+                    buf[4, col], buf[5, col], buf[6, col], buf[7, col] = t10, t10 + t11, t10 + (-t11), -t11
+                    buf[8, col], buf[9, col], buf[10, col], buf[11, col] = t20, t20 + t21, t20 + (-t21), -t21
+                    buf[12, col], buf[13, col], buf[14, col], buf[15, col] = t30, t30 + t31, t30 + (-t31), -t31
+            start = b * tiles
+            for k in range(16):
+                dst = mm[k, oc]
+                for i in range(tiles):
+                    dst[start + i] = buf[k, i]
+
+
+@_jit
 def wino_grad_output(gy, mm, at, th, tw):
     """M (alpha^2, O, n*th*tw) = A g A^T for every m x m tile g of the output gradient ``gy``
     (n, O, OH, OW), zero past the edge: the adjoint of the output transform, for the weight
-    gradient."""
+    gradient. F(2x2) (winograd.TRANSFORMS[2]) on narrow outputs (at most 4 tiles a row) runs an
+    unrolled kernel (0.032 against 0.045 ms for 4 images of 64 channels at 8x8, 0.072 against
+    0.084 for 8 of 128 at 4x4); wider ones, where it lost (0.11 against 0.094 ms at 16x16, 0.50
+    against 0.42 at 32x32, 8 images of 32 channels), and other A^T the generic loops."""
+    mo, alpha = at.shape
+    if mo == 2 and alpha == 4 and at[0, 3] == 0 and at[1, 3] == -1 and tw <= 4:
+        _wino_grad_output_f2(gy, mm, th, tw)
+        return
+    wino_grad_output_generic(gy, mm, at, th, tw)
+
+
+@_jit
+def wino_grad_output_generic(gy, mm, at, th, tw):
+    """wino_grad_output by the generic loops for any A^T (the unrolled kernel's reference in the
+    tests)."""
     n, o, oh, ow = gy.shape
     mo, alpha = at.shape
     a_mat = numpy.ascontiguousarray(at.T)  # A (alpha, m)
