@@ -20,8 +20,15 @@ __all__ = ["CHUNK_BYTES", "workspace", "bordered_workspace", "image_chunks", "pa
 # cache between the copy that writes it and the product that reads it. Tuned on a 2-core EPYC
 # (2 MiB L2 per core, 32 MiB L3); see benchmarks/bench_conv.py.
 CHUNK_BYTES = 2 << 20
-# Scratch buffers larger than this are allocated per call instead of being kept alive.
-_SCRATCH_KEEP_MAX_BYTES = 64 << 20
+# Scratch buffers larger than this are allocated per call instead of being kept alive between
+# calls (and between training steps, where they would count in the training memory: with 64 MiB
+# here about 40 MiB stayed held on vgg_style at batch 64, more than the step itself needs). Freed
+# buffers go back to malloc, which hands the same blocks to the next call, so the page-fault cost
+# of a fresh multi-megabyte array is not paid again: measured on vgg_style at batch 64 and bn_cnn at
+# batch 256 the step time did not change between keeping 64 MiB buffers and keeping none (see
+# docs/benchmarks.md, "Scratch memory"). Small buffers (the Winograd layers' zero-bordered input
+# phases, kept for their zero borders) stay.
+_SCRATCH_KEEP_MAX_BYTES = 1 << 20
 
 
 class _ThreadState(threading.local):
