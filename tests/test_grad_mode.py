@@ -220,3 +220,42 @@ def test_a_new_thread_starts_with_grad_mode_on_whatever_this_one_has():
     with hw.no_grad():
         _run(lambda: seen.append(hw.is_grad_enabled()))
     assert seen == [True]
+
+
+def test_mode_counts_follow_every_thread_and_return_to_zero():
+    """apply() skips the thread-local reads while no thread has grad mode off or anomaly mode on:
+    the counts it reads must say exactly that, through nesting, decorators and other threads."""
+    from tinygrad_hw.autograd import grad_mode
+    assert (grad_mode.grad_off, grad_mode.anomaly_on) == (0, 0)
+    x = Tensor(np.ones(3, np.float32), requires_grad=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with hw.no_grad(), hw.detect_anomaly():
+            inside.set()
+            release.wait(10)
+
+    th = threading.Thread(target=other)
+    th.start()
+    inside.wait(10)
+    assert (grad_mode.grad_off, grad_mode.anomaly_on) == (1, 1)
+    assert (x * 2).requires_grad  # this thread still records, though a count is not 0
+    with hw.no_grad():
+        with hw.no_grad():
+            assert grad_mode.grad_off == 2
+            assert not (x * 2).requires_grad
+            with hw.enable_grad():
+                assert grad_mode.grad_off == 1 and (x * 2).requires_grad
+        hw.set_grad_enabled(True)
+        assert (x * 2).requires_grad
+        hw.set_grad_enabled(False)
+    assert grad_mode.grad_off == 1 and (x * 2).requires_grad
+    release.set()
+    th.join(10)
+    assert (grad_mode.grad_off, grad_mode.anomaly_on) == (0, 0)
+    (x * 2).sum().backward()  # backward() switches grad mode off while it runs, and back
+    assert (grad_mode.grad_off, grad_mode.anomaly_on) == (0, 0)
+    with pytest.raises(hw.AnomalyError):
+        with hw.detect_anomaly():
+            (x * float("nan")).sum()
+    assert (grad_mode.grad_off, grad_mode.anomaly_on) == (0, 0)

@@ -437,3 +437,59 @@ def test_adagrad_matches_torch(lr_decay, weight_decay, initial, maximize, backen
     run_side_by_side(lambda ps: optim.Adagrad(ps, **options),
                      lambda ts: torch.optim.Adagrad(ts, **options, foreach=False), seed=6,
                      backend=backend, tol=1e-11)
+
+
+# -- optimizer steps and version counters -------------------------------------------------------
+VERSIONED = {
+    "sgd": lambda lib, ps: lib.optim.SGD(ps, lr=0.1),
+    "sgd_momentum": lambda lib, ps: lib.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
+    "adam": lambda lib, ps: lib.optim.Adam(ps, lr=0.1, amsgrad=True),
+    "adamw": lambda lib, ps: lib.optim.AdamW(ps, lr=0.1),
+    "rmsprop": lambda lib, ps: lib.optim.RMSprop(ps, lr=0.1, momentum=0.5, centered=True),
+    "adagrad": lambda lib, ps: lib.optim.Adagrad(ps, lr=0.1),
+}
+
+
+def _forward_step_backward(lib, make, backend=None):
+    """PyTorch's failure: a step between a forward pass and its backward changes a weight the
+    graph saved (here w, saved by w * w)."""
+    w = (hw.Tensor(np.ones(3, np.float32), backend=backend) if lib is hw else torch.ones(3))
+    w.requires_grad_(True)
+    opt = make(lib, [w])
+    (w * w).sum().backward()
+    loss = (w * w).sum()  # saves w at its current version
+    before = w._version
+    opt.step()
+    assert w._version > before
+    loss.backward()
+
+
+@pytest.mark.parametrize("name", sorted(VERSIONED))
+def test_optimizer_step_bumps_the_version_and_a_later_backward_fails_like_pytorch(name, backend):
+    make = VERSIONED[name]
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        _forward_step_backward(torch, make)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        _forward_step_backward(hw, make, backend)
+    with pytest.raises(RuntimeError, match=f"modified by {type(make(hw, [hw.Tensor(np.ones(1), requires_grad=True)])).__name__}.step"):
+        _forward_step_backward(hw, make, backend)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.SWATS(ps, lr=0.1),
+    lambda ps: optim.SwitchOnPlateau(ps, lambda q: optim.Adam(q, lr=0.1), lambda q: optim.SGD(q, lr=0.1)),
+], ids=["swats", "switch"])
+def test_our_own_optimizers_bump_the_version_too(make, backend):
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        _forward_step_backward(hw, lambda lib, ps: make(ps), backend)
+
+
+def test_a_parameter_without_gradient_keeps_its_version_like_pytorch():
+    for lib in (hw, torch):
+        a = lib.ones(2, requires_grad=True)
+        b = lib.ones(2, requires_grad=True)
+        opt = lib.optim.SGD([a, b], lr=0.1)
+        (a * 2).sum().backward()
+        va, vb = a._version, b._version
+        opt.step()
+        assert a._version > va and b._version == vb, lib.__name__

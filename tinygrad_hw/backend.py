@@ -108,6 +108,10 @@ class NumpyBackend(Backend):
     name = "numpy"
     xp = numpy
 
+    def __init__(self, seed=None):
+        super().__init__(seed)
+        self.scalar = numpy.asarray  # scalar(value, dtype) without a Python frame: once per op with a number
+
     def scatter_add(self, target, indices, values):
         numpy.add.at(target, indices, values)
 

@@ -116,8 +116,15 @@ class Tensor:
     @staticmethod
     def _make(data, be, requires_grad=False) -> "Tensor":
         """Wrap an array of backend ``be`` without any conversion (the engine's fast path)."""
-        t = _new_tensor(Tensor)
-        t._init(data, be, requires_grad)
+        t = _new_tensor(Tensor)  # _init written out: every op's output comes through here
+        t.data = data
+        t._be = be
+        t.requires_grad = requires_grad
+        t.grad = None
+        t._ctx = None
+        t._retains_grad = False
+        t._vc = [0, None]
+        t._is_view = False
         return t
 
     def _const(self, array) -> "Tensor":
@@ -269,6 +276,8 @@ class Tensor:
     def retain_grad(self) -> "Tensor":
         """Keep ``.grad`` for this non-leaf tensor in the next backward pass."""
         self._retains_grad = True
+        if self._ctx is not None:  # the engine looks for the tensor through its op
+            self._ctx.output_ref = _weakref.ref(self)
         return self
 
     def detach(self) -> "Tensor":

@@ -128,9 +128,10 @@ def _topological(roots):
         if id(fn) in seen:
             continue
         seen.add(id(fn))
-        edges = fn.__dict__.get("edges")
-        if edges is None:
-            raise fn._freed_error()
+        try:
+            edges = fn.edges
+        except AttributeError:
+            raise fn._freed_error() from None
         stack.append((fn, True))
         for e in edges:
             if e is not None and id(e) not in seen and isinstance(e, Function):
@@ -148,7 +149,7 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
         _accumulate(grads, _node_of(r), g)
     wanted_ids = None if wanted is None else {id(_node_of(w)) for w in wanted}
     captured = {}
-    state = _mode.state
+    anomaly = _mode.state.anomaly  # this thread's anomaly mode when backward() was called
     with _mode.set_grad_mode(create_graph):
         for fn in reversed(_topological(roots)):
             entry = grads.pop(id(fn), None)
@@ -158,16 +159,18 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                     if id(fn) in wanted_ids:
                         captured[id(fn)] = g
                 else:
-                    t = fn.output_ref()
-                    if t is not None and t._retains_grad and t._ctx is fn:
-                        t.grad = g if create_graph else g.detach()
-                if state.anomaly:
+                    ref = fn.output_ref  # set by retain_grad() only
+                    if ref is not None:
+                        t = ref()
+                        if t is not None and t._retains_grad and t._ctx is fn:
+                            t.grad = g if create_graph else g.detach()
+                if anomaly:
                     in_grads = _anomalous_backward(fn, g)
                 else:
                     in_grads = fn.backward(g)
                 for k, (edge, gi, need) in enumerate(zip(fn.edges, in_grads, fn.needs_input_grad)):
                     if need and gi is not None:
-                        if state.anomaly:
+                        if anomaly:
                             _mode.check_finite(gi.data, gi._be, f"the backward of {fn.name} returned {{bad}} in the "
                                           f"gradient of its input {k} (op created at {fn.created_at})")
                         try:

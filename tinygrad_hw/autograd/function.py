@@ -40,6 +40,9 @@ from . import grad_mode as _mode
 __all__ = ["Function"]
 
 _state = _mode.state
+_new_object = object.__new__
+_weakref = weakref.ref
+_NO_GRADS = ((), (False,), (False, False), (False, False, False))
 _PARTNERS = {(True, True): (0, 1), (True, False): (1,), (False, True): (0,), (False, False): ()}
 
 
@@ -47,6 +50,9 @@ class Function:
     saves = None          # input positions kept for backward; None: every input
     saves_output = False  # whether backward reads the output
     view = False          # whether the output may share the first input's memory (reshape...)
+    # a weak reference to the output, set by the output's retain_grad() (and by in-place ops),
+    # never to keep the output alive; None: no tensor of this op wants its .grad kept
+    output_ref = None
 
     def __init__(self, backend, **params):
         self.backend = backend
@@ -54,63 +60,112 @@ class Function:
         if params:
             self.__dict__.update(params)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # apply() builds the node without calling __init__ unless a subclass defines its own
+        cls._plain_init = cls.__init__ is Function.__init__
+
+    _plain_init = True
+
     @classmethod
     def apply(cls, *inputs, **params):
         """Run the op on tensors ``inputs``; where one of them requires grad and grad mode is on,
         record it in the graph (the output's ``_ctx`` is this op)."""
+        # Every op goes through here, so the common cases (one or two inputs, default modes)
+        # are written out by hand: no per-call lists, one global read for the modes.
+        n = len(inputs)
         first = inputs[0]
         be = first._be
-        arrays = []
-        needs = []
-        for t in inputs:
-            if t._be is not be:
-                raise ValueError(f"{cls.__name__}: tensors on two backends, {be.name} and "
-                                 f"{t._be.name}; move one with .to({be.name!r})")
-            arrays.append(t.data)
-            needs.append(t.requires_grad)
-        state = _state
-        record = state.grad_enabled and True in needs
-        fn = cls(be, **params)
+        if n == 2:
+            b = inputs[1]
+            if b._be is not be:
+                cls._backend_error(be, b._be)
+            ra = first.requires_grad
+            rb = b.requires_grad
+            needs = (ra, rb)
+            record = ra or rb
+        elif n == 1:
+            ra = first.requires_grad
+            needs = (ra,)
+            record = ra
+        else:
+            for t in inputs:
+                if t._be is not be:
+                    cls._backend_error(be, t._be)
+            needs = tuple([t.requires_grad for t in inputs])
+            record = True in needs
+        if record and _mode.grad_off:  # some thread has grad mode off: is it this one?
+            record = _state.grad_enabled
+        if cls._plain_init:
+            fn = _new_object(cls)
+            d = fn.__dict__
+            d["backend"] = be
+            d["xp"] = be.xp
+            if params:
+                d.update(params)
+        else:
+            fn = cls(be, **params)
+            d = fn.__dict__
         # known to forward, which may save only what the gradients asked for will read
-        fn.needs_input_grad = tuple(needs) if record else (False,) * len(needs)
-        data = fn.forward(*arrays)
+        d["needs_input_grad"] = needs if record else _NO_GRADS[n] if n < 4 else (False,) * n
+        if n == 2:
+            data = fn.forward(first.data, b.data)
+        elif n == 1:
+            data = fn.forward(first.data)
+        else:
+            data = fn.forward(*[t.data for t in inputs])
         make = first._make
         out = make(data, be)
         if fn.view:  # one memory, one version counter: an in-place change through either counts
             out._vc = first._vc
             out._is_view = True
-        if state.anomaly:
+        if _mode.anomaly_on and _state.anomaly:
             fn._check_output(out, inputs)
         if record:
             out.requires_grad = True
             out._ctx = fn
-            fn._make = make
+            d["_make"] = make
             # an edge per input: the op that made it, the leaf itself, or None (no gradient)
-            if len(inputs) == 2:  # the common cases, without a comprehension
-                a, b = inputs
-                fn.edges = (a._ctx or (a if needs[0] else None), b._ctx or (b if needs[1] else None))
-            elif len(inputs) == 1:
-                fn.edges = (first._ctx or first,)
+            if n == 2:
+                d["edges"] = (first._ctx or (first if ra else None), b._ctx or (b if rb else None))
+            elif n == 1:
+                d["edges"] = (first._ctx or first,)
             else:
-                fn.edges = tuple([t._ctx or (t if t.requires_grad else None) for t in inputs])
-            fn.out_meta = (data.shape, data.dtype)  # what the consumers' gradients must be
-            fn.output_ref = weakref.ref(out)  # for retain_grad(), never to keep the output alive
+                d["edges"] = tuple([t._ctx or (t if t.requires_grad else None) for t in inputs])
+            d["out_meta"] = (data.shape, data.dtype)  # what the consumers' gradients must be
             saves = fn.saves
-            if saves is None or len(saves) == len(inputs):
-                fn._saved = inputs
-                fn._versions = tuple([t._vc[0] for t in inputs])
+            if saves is None or len(saves) == n:
+                d["_saved"] = inputs
+                if n == 2:
+                    d["_versions"] = (first._vc[0], b._vc[0])
+                elif n == 1:
+                    d["_versions"] = (first._vc[0],)
+                else:
+                    d["_versions"] = tuple([t._vc[0] for t in inputs])
+            elif n == 2 and len(saves) == 1:  # one of two (Mul with a constant factor)
+                if saves[0] == 0:
+                    d["_saved"] = (first, None)
+                    d["_versions"] = (first._vc[0], 0)
+                else:
+                    d["_saved"] = (None, b)
+                    d["_versions"] = (0, b._vc[0])
             elif saves:
-                saved = [None] * len(inputs)
+                saved = [None] * n
                 for i in saves:
                     saved[i] = inputs[i]
-                fn._saved = saved
-                fn._versions = tuple([t._vc[0] if t is not None else 0 for t in saved])
+                d["_saved"] = saved
+                d["_versions"] = tuple([t._vc[0] if t is not None else 0 for t in saved])
             if fn.saves_output:
                 # the array and version counter, not the tensor: a node holding its own output
                 # tensor would be a reference cycle
                 vc = out._vc
-                fn._saved_out = (data, vc, vc[0])
+                d["_saved_out"] = (data, vc, vc[0])
         return out
+
+    @classmethod
+    def _backend_error(cls, be, other):
+        raise ValueError(f"{cls.__name__}: tensors on two backends, {be.name} and "
+                         f"{other.name}; move one with .to({be.name!r})")
 
     # -- what backward reads ---------------------------------------------------------------------
     def save_for_backward(self, *indices):

@@ -6,6 +6,16 @@ Both modes are per thread, as in PyTorch: each thread starts with grad mode on a
 off, and ``no_grad()`` in a data-loading thread does not switch recording off in the training
 thread. The state lives in one ``threading.local`` object, ``state``, read by the ops on every
 call (``state.grad_enabled``, ``state.anomaly``, ``state.backward_node``).
+
+Reading a ``threading.local`` costs about four times a module global, and ``Function.apply`` runs
+for every op, so the modes are written only through :func:`_set_modes`, which keeps a count of
+the threads whose modes are not the defaults (``grad_off``: threads with grad mode off,
+``anomaly_on``: threads with anomaly mode on). While a count is 0 -- grad mode in a training
+loop's forward pass, anomaly mode almost always -- ``apply`` reads that global and not the
+thread-local state: a thread whose own mode is not the default has counted itself, and a
+thread's own writes are seen by that thread, so the shortcut never hides a thread's own mode.
+(A thread that ends with a non-default mode leaves its count above 0: ops then just take the
+thread-local reads.)
 """
 from __future__ import annotations
 
@@ -28,7 +38,28 @@ class _State(threading.local):
 
 
 state = _State()
+grad_off = 0    # threads whose grad mode is off (see the module docstring)
+anomaly_on = 0  # threads whose anomaly mode is on
+_count_lock = threading.Lock()
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _set_modes(grad_enabled=None, anomaly=None):
+    """Set this thread's grad mode and/or anomaly mode, keeping ``grad_off`` and ``anomaly_on`` right."""
+    global grad_off, anomaly_on
+    s = state
+    if grad_enabled is not None:
+        grad_enabled = bool(grad_enabled)
+        if grad_enabled != s.grad_enabled:
+            s.grad_enabled = grad_enabled
+            with _count_lock:
+                grad_off += -1 if grad_enabled else 1
+    if anomaly is not None:
+        anomaly = bool(anomaly)
+        if anomaly != s.anomaly:
+            s.anomaly = anomaly
+            with _count_lock:
+                anomaly_on += 1 if anomaly else -1
 
 
 class _GradMode:
@@ -40,11 +71,11 @@ class _GradMode:
 
     def __enter__(self):
         self.prev.append(state.grad_enabled)
-        state.grad_enabled = self.enabled
+        _set_modes(grad_enabled=self.enabled)
         return self
 
     def __exit__(self, *exc):
-        state.grad_enabled = self.prev.pop()
+        _set_modes(grad_enabled=self.prev.pop())
 
     def __call__(self, fn):
         enabled = self.enabled
@@ -80,13 +111,13 @@ class set_grad_enabled(_GradMode):
     def __init__(self, mode: bool):
         super().__init__(mode)
         self.prev.append(state.grad_enabled)  # a plain call takes effect now, as in PyTorch
-        state.grad_enabled = self.enabled
+        _set_modes(grad_enabled=self.enabled)
 
     def __enter__(self):
         return self  # already set by the constructor
 
     def __call__(self, fn):
-        state.grad_enabled = self.prev.pop()  # used as a decorator: undo the constructor's setting
+        _set_modes(grad_enabled=self.prev.pop())  # used as a decorator: undo the constructor's setting
         return super().__call__(fn)
 
 
@@ -111,11 +142,12 @@ class detect_anomaly:
     Per thread, like grad mode."""
 
     def __enter__(self):
-        self.prev, state.anomaly = state.anomaly, True
+        self.prev = state.anomaly
+        _set_modes(anomaly=True)
         return self
 
     def __exit__(self, *exc):
-        state.anomaly = self.prev
+        _set_modes(anomaly=self.prev)
 
 
 def is_anomaly_enabled() -> bool:

@@ -1,8 +1,9 @@
 """Scratch memory and batch chunks shared by the NumPy kernels.
 
-A fresh multi-megabyte NumPy array costs a page fault per 4 KiB, so kernels that need large
-temporaries for one call take them from :func:`workspace`, kept per thread and reused from call
-to call. :func:`image_chunks` cuts a batch into chunks small enough that a chunk's column buffer
+Kernels take their temporaries for one call from :func:`workspace`; buffers up to 1 MiB are kept
+per thread and reused from call to call, larger ones are made per call and freed (malloc reuses
+the freed blocks, so the page faults of a fresh multi-megabyte array are not paid every call,
+and between training steps nothing large stays held). :func:`image_chunks` cuts a batch into chunks small enough that a chunk's column buffer
 stays in the CPU cache between the copy that writes it and the product that reads it; the
 chunks run in :mod:`~tinygrad_hw.kernels.parallel`'s worker threads. Off NumPy (CuPy has its
 own memory pool) scratch arrays are plain allocations, and a batch is cut into chunks only where
@@ -26,8 +27,15 @@ CHUNK_BYTES = 2 << 20
 # weight gradient) would be built; in chunks of this size each is built and freed in turn, and
 # every chunk's matrix product still has tens of images (plenty for the GPU).
 DEVICE_CHUNK_BYTES = 256 << 20
-# Scratch buffers larger than this are allocated per call instead of being kept alive.
-_SCRATCH_KEEP_MAX_BYTES = 64 << 20
+# Scratch buffers larger than this are allocated per call instead of being kept alive between
+# calls (and between training steps, where they would count in the training memory: with 64 MiB
+# here about 40 MiB stayed held on vgg_style at batch 64, more than the step itself needs). Freed
+# buffers go back to malloc, which hands the same blocks to the next call, so the page-fault cost
+# of a fresh multi-megabyte array is not paid again: measured on vgg_style at batch 64 and bn_cnn at
+# batch 256 the step time did not change between keeping 64 MiB buffers and keeping none (see
+# docs/benchmarks.md, "Scratch memory"). Small buffers (the Winograd layers' zero-bordered input
+# phases, kept for their zero borders) stay.
+_SCRATCH_KEEP_MAX_BYTES = 1 << 20
 
 
 class _ThreadState(threading.local):
@@ -42,8 +50,8 @@ _local = _ThreadState()
 def workspace(be, slot: str, shape, dtype):
     """A scratch array of ``shape`` for results that do not outlive one kernel call.
 
-    On NumPy the memory is kept per thread, slot and dtype and reused (a fresh multi-megabyte
-    array costs a page fault per 4 KiB); elsewhere (CuPy has its own memory pool) it is a fresh
+    On NumPy, up to ``_SCRATCH_KEEP_MAX_BYTES`` (1 MiB), the memory is kept per thread, slot and
+    dtype and reused; larger arrays are fresh each call; elsewhere (CuPy has its own memory pool) it is a fresh
     ``empty``. Two scratch arrays alive at the same time must use different slots.
     """
     xp = be.xp

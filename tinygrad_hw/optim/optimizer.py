@@ -16,7 +16,18 @@ import numpy
 from ..backend import Backend, backend_of, get_backend
 from ..autograd import enable_grad
 
-__all__ = ["Optimizer", "required"]
+__all__ = ["Optimizer", "required", "mark_updated"]
+
+
+def mark_updated(p, name: str) -> None:
+    """Bump parameter ``p``'s version counter, as PyTorch's in-place ``p.add_(...)`` in an
+    optimizer step does: an op that saved ``p`` for a backward not yet run then raises
+    "modified by an inplace operation" instead of using the new values. Every optimizer calls
+    this for each parameter it updates (whichever path does the arithmetic: NumPy, CuPy, or a
+    fused kernel), before the update."""
+    vc = p._vc
+    vc[0] += 1
+    vc[1] = name
 
 
 class _Required:
@@ -155,16 +166,18 @@ class Optimizer:
     def _update_group(self, group: dict) -> None:
         raise NotImplementedError
 
-    @staticmethod
-    def _with_grads(group):
+    def _with_grads(self, group):
         """(parameter, its gradient array, its array module) for every parameter of ``group``
-        that has a gradient."""
+        that has a gradient; each is marked as changed in place (:func:`mark_updated`), as the
+        caller updates every one it is given."""
+        name = f"{type(self).__name__}.step"
         for p in group["params"]:
             g = grad_array(p)
             if g is not None:
                 if g.shape != p.data.shape:  # a Parameter refuses it when assigned; a plain tensor here
                     raise ValueError(f"step(): the gradient of a parameter of shape {tuple(p.data.shape)} "
                                      f"has shape {tuple(g.shape)} (was .grad assigned by hand?)")
+                mark_updated(p, name)
                 yield p, g, param_backend(p).xp
 
     def _state_of(self, p) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy
 
 from .adam import check_betas
-from .optimizer import Optimizer, grad_array, param_backend
+from .optimizer import Optimizer, grad_array, mark_updated, param_backend
 
 __all__ = ["SWATS"]
 
@@ -86,6 +86,8 @@ class SWATS(Optimizer):
         live = [(p, grad_array(p)) for p in group["params"] if p.grad is not None]
         if not live:
             return
+        for p, _ in live:
+            mark_updated(p, "SWATS.step")
         group["step"] += 1
         if group["phase"] == "sgd":
             self._sgd_step(group, live)
