@@ -88,24 +88,34 @@ class Cumsum(Function):
         return (g.flip(self.axis).cumsum(self.axis).flip(self.axis),)
 
 
-class Norm2(Function):
-    """The Euclidean norm over ``axis`` (tuple of ints). Like PyTorch, the gradient at a zero
-    vector is 0 (the subgradient), not the 0/0 of the chain rule."""
+class _Norm(Function):
+    """What the norms share: the output kept for backward, the zero-norm mask for PyTorch's
+    subgradient 0 there, and ``keepdim``."""
 
     saves, saves_output = (0,), True
 
-    def forward(self, a):
-        out = self.xp.sqrt((a * a).sum(axis=self.axis, keepdims=True))
+    def _finish(self, out):
+        """``out`` (reduced with keepdims) as the op's result; remembers where it is zero."""
         self.zero = out == 0
         return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
 
-    def backward(self, g):
+    def _backward_parts(self, g):
+        """The input, the norm and ``g`` in the input's rank, and the mask of non-zero norms."""
         a = self.inputs[0]
         kept = _kept_shape(a.shape, self.axis)
-        norm = self.output().reshape(kept)
-        safe = norm.where(self.const(~self.zero), 1.0)
-        scale = (g.reshape(kept) / safe).where(self.const(~self.zero), 0.0)
-        return (a * scale,)
+        return a, self.output().reshape(kept), g.reshape(kept), self.const(~self.zero)
+
+
+class Norm2(_Norm):
+    """The Euclidean norm over ``axis`` (tuple of ints). Like PyTorch, the gradient at a zero
+    vector is 0 (the subgradient), not the 0/0 of the chain rule."""
+
+    def forward(self, a):
+        return self._finish(self.xp.sqrt((a * a).sum(axis=self.axis, keepdims=True)))
+
+    def backward(self, g):
+        a, norm, g, nonzero = self._backward_parts(g)
+        return (a * (g / norm.where(nonzero, 1.0)).where(nonzero, 0.0),)
 
 
 class Prod(Function):
@@ -132,23 +142,15 @@ class Prod(Function):
         return (g.reshape(kept) * others,)
 
 
-class NormP(Function):
+class NormP(_Norm):
     """The p-norm over ``axis`` for a finite ``p`` other than 0, 1 and 2:
     ``(sum |a|^p)^(1/p)``, with PyTorch's gradient ``sign(a) |a|^(p-1) / norm^(p-1)``, which is 0
     for an all-zero vector (the chain rule through the power gives 0/0 there)."""
 
-    saves, saves_output = (0,), True
-
     def forward(self, a):
-        xp = self.xp
-        out = (xp.abs(a) ** self.p).sum(axis=self.axis, keepdims=True) ** (1.0 / self.p)
-        self.zero = out == 0
-        return out if self.keepdims else out.reshape([n for i, n in enumerate(out.shape) if i not in self.axis])
+        return self._finish((self.xp.abs(a) ** self.p).sum(axis=self.axis, keepdims=True) ** (1.0 / self.p))
 
     def backward(self, g):
-        a = self.inputs[0]
-        kept = _kept_shape(a.shape, self.axis)
-        norm = self.output().reshape(kept)
-        nonzero = self.const(~self.zero)
-        scale = (g.reshape(kept) / norm.where(nonzero, 1.0) ** (self.p - 1)).where(nonzero, 0.0)
+        a, norm, g, nonzero = self._backward_parts(g)
+        scale = (g / norm.where(nonzero, 1.0) ** (self.p - 1)).where(nonzero, 0.0)
         return (a.sign() * a.abs() ** (self.p - 1) * scale,)

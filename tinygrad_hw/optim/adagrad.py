@@ -26,12 +26,10 @@ class Adagrad(Optimizer):
         super().__init__(params, defaults)
 
     def _update_group(self, group):
-        lr, lr_decay, eps, weight_decay = group["lr"], group["lr_decay"], group["eps"], group["weight_decay"]
+        lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
         for p, g, xp in self._with_grads(group):
             x = p.data
-            d = -g if group["maximize"] else g
-            if weight_decay != 0:
-                d = d + weight_decay * x
+            d = self._descent_direction(group, g, x)
             state = self._state_of(p)
             if not state:
                 state["step"] = 0

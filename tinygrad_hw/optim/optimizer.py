@@ -180,6 +180,15 @@ class Optimizer:
                 mark_updated(p, name)
                 yield p, g, param_backend(p).xp
 
+    @staticmethod
+    def _descent_direction(group, g, x):
+        """PyTorch's ``d = g + weight_decay * x`` (with ``-g`` when ``maximize``), a new array
+        only where it differs from ``g``."""
+        d = -g if group["maximize"] else g
+        if group["weight_decay"] != 0:
+            d = d + group["weight_decay"] * x
+        return d
+
     def _state_of(self, p) -> dict:
         """``p``'s state, its arrays moved to ``p``'s backend and dtype if ``p`` has moved.
 

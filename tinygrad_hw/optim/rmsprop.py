@@ -30,12 +30,10 @@ class RMSprop(Optimizer):
 
     def _update_group(self, group):
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-        weight_decay, momentum, centered = group["weight_decay"], group["momentum"], group["centered"]
+        momentum, centered = group["momentum"], group["centered"]
         for p, g, xp in self._with_grads(group):
             x = p.data
-            d = -g if group["maximize"] else g
-            if weight_decay != 0:
-                d = d + weight_decay * x
+            d = self._descent_direction(group, g, x)
             state = self._state_of(p)
             if not state:
                 state["step"] = 0
