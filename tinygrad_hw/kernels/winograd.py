@@ -13,6 +13,8 @@ up, and takes smaller layers (``COMPILED_MIN_CHANNELS``, ``COMPILED_MIN_SIZE``).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy
 
 from . import compiled
@@ -193,10 +195,18 @@ def tile_size(out_hw, channels=None) -> int:
     return 4 if min(out_hw) >= FOUR_FROM and wide else 2
 
 
-def _compiled_filter(be, w, g):
-    """U (alpha^2, O, C) = G w G^T for every (o, c)."""
+@functools.lru_cache(maxsize=None)
+def _compiled_matrices(m: int, dtype: str):
+    """B^T, G, A^T of F(m x m, 3x3) in ``dtype`` and G (x) G (U = (G (x) G) w), made once: the
+    Kronecker product and the casts cost ~12 us a call, several calls a step of a small net.
+    Shared: never written to (left writeable, as numba compiles read-only arrays separately)."""
+    bt, g, at = (mat.astype(dtype) for mat in TRANSFORMS[m])
+    return bt, g, at, numpy.kron(g, g)
+
+
+def _compiled_filter(be, w, gg):
+    """U (alpha^2, O, C) = G w G^T for every (o, c), with ``gg`` = G (x) G."""
     o, c = w.shape[:2]
-    gg = be.asarray(numpy.kron(g, g).astype(w.dtype))
     # one small product (einsum's own loop took ~1 ms a call here), on one BLAS thread: woken
     # BLAS threads would spin against the chunk workers that come next
     with single_threaded_blas(be):
@@ -210,8 +220,8 @@ def _compiled_forward(be, x, w, padding, y, bias):
     n, c = x.shape[:2]
     o, oh, ow = y.shape[1:]
     m = tile_size((oh, ow), min(c, o))
-    bt, g, at = (mat.astype(x.dtype) for mat in TRANSFORMS[m])
-    u = _compiled_filter(be, w, g)
+    bt, _, at, gg = _compiled_matrices(m, x.dtype.str)
+    u = _compiled_filter(be, w.astype(x.dtype, copy=False), gg)
     th, tw = -(-oh // m), -(-ow // m)
     planes = u.shape[0]
     x = xp.ascontiguousarray(x)
@@ -236,7 +246,7 @@ def _compiled_weight_grad(be, x, gy, padding):
     n, c = x.shape[:2]
     o, oh, ow = gy.shape[1:]
     m = tile_size((oh, ow), min(c, o))
-    bt, g, at = (mat.astype(x.dtype) for mat in TRANSFORMS[m])
+    bt, _, at, gg = _compiled_matrices(m, x.dtype.str)
     th, tw = -(-oh // m), -(-ow // m)
     planes = bt.shape[0] ** 2
     x, gy = xp.ascontiguousarray(x), xp.ascontiguousarray(gy)
@@ -254,7 +264,7 @@ def _compiled_weight_grad(be, x, gy, padding):
     du = parts[0]
     for part in parts[1:]:
         du += part
-    gg = be.asarray(numpy.kron(g, g))  # U = gg w, so dw = gg^T dU
+    # U = gg w, so dw = gg^T dU
     with single_threaded_blas(be):
         return (du.reshape(planes, o * c).T @ gg).reshape(o, c, 3, 3)
 
