@@ -29,13 +29,19 @@ from tinygrad_hw.training import cifar10 as recipe
 PRESETS = {"baseline": 4, "fast": 8, "resnet9": 8}
 
 
-def count_step(preset: str, batch: int, top: int = 8) -> dict:
+def count_step(preset: str, batch: int, top: int = 8, forbid_host_transfers: bool = False,
+               **overrides) -> dict:
+    """The counts of one step of ``preset`` (``overrides`` go to the preset, e.g. smaller
+    ``widths``); with ``forbid_host_transfers`` a sync or host-to-device copy in the counted step
+    raises at its line (tests/test_gpu_readiness.py)."""
+    import contextlib
+
     import cupy
     standin = getattr(cupy, "_standin", None)
     if standin is None or not getattr(cupy, "STANDIN", False):
         raise SystemExit("step_counts needs the CPU stand-in for CuPy: "
                          "PYTHONPATH=tests/cupy_standin python -m benchmarks.step_counts")
-    cfg = recipe.preset(preset, backend="cupy", batch_size=batch)
+    cfg = recipe.preset(preset, backend="cupy", batch_size=batch, **overrides)
     model = recipe.make_model(cfg)
     optimizer = recipe.make_optimizer(cfg, model)
     scheduler = recipe.make_scheduler(cfg, optimizer, steps_per_epoch=100)
@@ -60,7 +66,8 @@ def count_step(preset: str, batch: int, top: int = 8) -> dict:
         phase("optimizer", lambda: (optimizer.step(), scheduler.step() if scheduler else None))
 
     step(False)
-    step(True)
+    with standin.forbid_host_transfers() if forbid_host_transfers else contextlib.nullcontext():
+        step(True)
     result = {"preset": preset, "batch": batch, "optimizer": cfg.optimizer, "phases": {}}
     total = {"kernels": 0, "syncs": 0, "h2d": 0}
     lines = {"kernels": {}, "syncs": {}, "h2d": {}}

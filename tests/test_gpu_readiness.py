@@ -10,7 +10,6 @@ import pytest
 import tinygrad_hw as hw
 from helpers import on_cupy_standin
 from tinygrad_hw import nn
-from tinygrad_hw.training import cifar10 as recipe
 
 pytestmark = pytest.mark.skipif(not on_cupy_standin(), reason=(
     "needs the CPU stand-in for CuPy: PYTHONPATH=tests/cupy_standin TINYGRAD_HW_BACKEND=cupy "
@@ -70,43 +69,14 @@ def test_standin_counts_by_source_line(cupy):
 PRESET_SIZES = {"baseline": {}, "fast": {"widths": (8, 16, 16)}, "resnet9": {"widths": (4,)}}
 
 
-def _step_counts(preset, batch):
-    """Counts of one training step (forward, loss, backward, optimizer and schedule step, the
-    loop's on-device bookkeeping) of ``preset`` after a first step has made the optimizer's state."""
-    from cupy import _standin
-    cfg = recipe.preset(preset, backend="cupy", batch_size=batch, **PRESET_SIZES[preset])
-    model = recipe.make_model(cfg)
-    optimizer = recipe.make_optimizer(cfg, model)
-    scheduler = recipe.make_scheduler(cfg, optimizer, steps_per_epoch=100)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    rng = np.random.default_rng(0)
-    x = hw.Tensor(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), backend="cupy")
-    y = hw.Tensor(rng.integers(0, 10, batch), backend="cupy")
-
-    def step():
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        correct = (logits.data.argmax(1) == y.data).sum()  # what train_one_epoch keeps per step
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        return loss, correct
-
-    step()
-    with _standin.counting() as counts, _standin.forbid_host_transfers():
-        step()
-    return counts
-
-
 @pytest.mark.parametrize("preset", sorted(PRESET_SIZES))
 def test_a_training_step_never_waits_for_the_device(preset, cuda, capsys):
     """forbid_host_transfers() raises at the offending line; the counts are printed (-s) for
     docs/benchmarks.md."""
     batch = 4 if preset == "baseline" else 8
-    counts = _step_counts(preset, batch)
-    totals = counts.totals()
+    from benchmarks.step_counts import count_step
+    # the step train_one_epoch runs, after a first step has made the optimizer's state
+    totals = count_step(preset, batch, forbid_host_transfers=True, **PRESET_SIZES[preset])["total"]
     assert totals["syncs"] == 0 and totals["h2d"] == 0
     assert totals["kernels"] > 0
     with capsys.disabled():
