@@ -289,19 +289,24 @@ def test_unrolled_winograd_input_equals_generic(m, n, c, h, w, pad, dtype, seed)
     bt = winograd.TRANSFORMS[m][0].astype(dtype)
     th, tw = -(-oh // m), -(-ow // m)
     alpha = m + 2
-    v = np.full((alpha * alpha, c, n * th * tw), np.nan, dtype)
-    v_ref = np.full_like(v, np.nan)
+    v = np.full((alpha * alpha, n * th * tw, c), np.nan, dtype)  # tiles by channels
+    v_ref = np.full((alpha * alpha, c, n * th * tw), np.nan, dtype)  # channels by tiles
     compiled.wino_input(x, v, bt, m, pad, pad, th, tw)
     compiled.wino_input_generic(x, v_ref, bt, m, pad, pad, th, tw)
-    np.testing.assert_array_equal(v, v_ref)
+    np.testing.assert_array_equal(v, v_ref.transpose(0, 2, 1))
+    # another B^T (the F(2x2) matrix with its rows swapped) takes the generic loops, transposed
+    swapped = bt[[1, 0, 2, 3]] if m == 2 else bt[[1, 0, 2, 3, 4, 5]]
+    compiled.wino_input(x, v, swapped, m, pad, pad, th, tw)
+    compiled.wino_input_generic(x, v_ref, swapped, m, pad, pad, th, tw)
+    np.testing.assert_array_equal(v, v_ref.transpose(0, 2, 1))
 
 
 @settings(max_examples=40, deadline=None)
 @given(m=st.sampled_from([2, 4]), n=st.integers(1, 3), o=st.integers(1, 3), oh=st.integers(1, 13),
        ow=st.integers(1, 13), has_bias=st.booleans(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
-def test_unrolled_winograd_output_equals_generic(m, n, o, oh, ow, has_bias, dtype, seed):
-    """The unrolled F(2x2) output transform (F(4x4) runs the generic loops either way) gives y
-    bit for bit as the generic loops, bias or none, partial last tiles included."""
+def test_winograd_output_transform_equals_matrix_form(m, n, o, oh, ow, has_bias, dtype, seed):
+    """The output transform gives y = A^T M A (+ bias) of every tile, placed and cropped, as the
+    matrix products in float64 do, bias or none, partial last tiles included."""
     rng = np.random.default_rng(seed)
     at = winograd.TRANSFORMS[m][2].astype(dtype)
     th, tw = -(-oh // m), -(-ow // m)
@@ -309,10 +314,13 @@ def test_unrolled_winograd_output_equals_generic(m, n, o, oh, ow, has_bias, dtyp
     mm = rng.standard_normal((alpha * alpha, o, n * th * tw)).astype(dtype)
     bias = rng.standard_normal(o).astype(dtype) if has_bias else np.zeros(1, dtype)
     y = np.full((n, o, oh, ow), np.nan, dtype)
-    y_ref = np.full_like(y, np.nan)
     compiled.wino_output(mm, y, at, bias, has_bias, th, tw)
-    compiled.wino_output_generic(mm, y_ref, at, bias, has_bias, th, tw)
-    np.testing.assert_array_equal(y, y_ref)
+    tiles = mm.astype(np.float64).reshape(alpha, alpha, o, n, th, tw)
+    a64 = winograd.TRANSFORMS[m][2]
+    z = np.einsum("al,lkonij,ek->noiaje", a64, tiles, a64)  # (n, o, th, m, tw, m)
+    ref = z.reshape(n, o, th * m, tw * m)[:, :, :oh, :ow] + (bias.astype(np.float64).reshape(1, o, 1, 1) if has_bias else 0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * 10 * (1 + np.abs(ref).max()))
 
 
 @settings(max_examples=40, deadline=None)

@@ -231,10 +231,10 @@ def _compiled_forward(be, x, w, padding, y, bias):
     def chunk(span):
         n0, n1 = span
         cols = (n1 - n0) * th * tw
-        v = workspace(be, "wino_v", (planes, c, cols), x.dtype)
+        v = workspace(be, "wino_v", (planes, cols, c), x.dtype)  # tiles by channels
         compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw)
         prod = workspace(be, "gemm", (planes, o, cols), x.dtype)
-        xp.matmul(u, v, out=prod)
+        xp.matmul(u, v.transpose(0, 2, 1), out=prod)
         compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw)
 
     map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
@@ -254,11 +254,11 @@ def _compiled_weight_grad(be, x, gy, padding):
     def chunk(span):
         n0, n1 = span
         cols = (n1 - n0) * th * tw
-        v = workspace(be, "wino_v", (planes, c, cols), x.dtype)
+        v = workspace(be, "wino_v", (planes, cols, c), x.dtype)  # tiles by channels
         compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw)
         prod = workspace(be, "wino_m", (planes, o, cols), gy.dtype)
         compiled.wino_grad_output(gy[n0:n1], prod, at, th, tw)
-        return xp.matmul(prod, v.transpose(0, 2, 1))  # (alpha^2, O, C), fresh
+        return xp.matmul(prod, v)  # (alpha^2, O, C), fresh
 
     parts = map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
     du = parts[0]
