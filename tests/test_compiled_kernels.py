@@ -204,7 +204,8 @@ def test_compiled_policy_takes_smaller_layers(monkeypatch):
     assert winograd.applies(be, 6, 12, *geom, (16, 16))
     assert winograd.applies(be, 128, 128, *geom, (4, 4))
     assert not winograd.applies(be, 3, 32, *geom, (32, 32))
-    assert winograd.tile_size((16, 16), 32) == 4 and winograd.tile_size((8, 8), 64) == 2
+    assert winograd.tile_size((16, 16), 32) == 4 and winograd.tile_size((8, 8), 64) == 4
+    assert winograd.tile_size((4, 4), 128) == 2
     assert winograd.tile_size((32, 32), 16) == 2
     monkeypatch.setattr(compiled, "ENABLED", False)
     assert not winograd.applies(be, 6, 12, *geom, (16, 16))

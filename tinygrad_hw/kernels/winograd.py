@@ -178,13 +178,15 @@ TRANSFORMS = {
 }
 # Output tile size of the compiled path, by the smaller side of the output: F(4x4) from
 # FOUR_FROM on (benchmarks/bench_conv.py --algorithms: F(4x4) won on every layer at 16x16 and
-# 32x32, by 1.2-1.3x, and lost at 8x8 and 4x4, where its 4x4 tiles leave few tiles per image).
+# 32x32, by 1.2-1.3x; with the channels-last input transform and the vectorised output
+# transform it also wins at 8x8, paired fwd+bwd runs F(4x4)/F(2x2) 0.91-0.94 on the 8x8
+# layers of vgg_style and fast_cnn, and ties at 4x4, 1.00, where F(2x2) stays).
 # F(4x4)'s float32 rounding error is ~10x im2col's; on the fast_cnn net's 16 -> 32 layer at
 # 32x32 that flipped enough near-tied max-pooling windows against the float64 pass that the
 # network check against PyTorch (tests/test_reference_gradients.py) found no batch that routes
 # the same way, so F(4x4) also needs FOUR_MIN_CHANNELS channels each way (F(2x2) there: 111
 # against 85 ms fwd+bwd at batch 256).
-FOUR_FROM = 16
+FOUR_FROM = 8
 FOUR_MIN_CHANNELS = 32
 
 
