@@ -174,7 +174,18 @@ def _channels_last_plane(x, b, plane, pt, pl, wp, r0, r1, c0, c1):
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
     xf = x.reshape(-1)
     uc = U(c)
-    for ch in range(c):
+    if h * w <= 64:  # small images: read across the channels, write the plane in order
+        hw = U(h * w)  # (paired runs: 0.32x the time of the other order at 8x8, 1.4-2.7x at 16x16 and up)
+        img = U(b * c * h * w)
+        for r in range(r0, r1):
+            s_row = img + U((r - pt) * w - pl)
+            for q in range(c0, c1):
+                d = (U(r) * U(wp) + U(q)) * uc
+                s = s_row + U(q)
+                for ch in range(uc):
+                    plane[d + ch] = xf[s + ch * hw]
+        return
+    for ch in range(c):  # read each image row in order, write every C-th cell of the plane
         src0 = U((b * c + ch) * h * w)
         for r in range(r0, r1):
             s = src0 + U((r - pt) * w + (c0 - pl))
