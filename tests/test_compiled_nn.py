@@ -327,6 +327,6 @@ def test_conv_bias_gradient_compiled_equals_reference_and_torch(monkeypatch, n, 
 
 def test_warm_up_compiles_every_nn_kernel():
     assert compiled.warm_up() >= 0.0
-    for kernel in (compiled_nn._relu_forward, compiled_nn._relu_backward, compiled_nn._bn_forward,
+    for kernel in (compiled_nn._relu_forward, compiled_nn._relu_backward, compiled_nn._bn_stats, compiled_nn._bn_apply,
                    compiled_nn._bn_backward_sums, compiled_nn._bn_backward_input, compiled_nn._channel_sums):
         assert len(kernel.signatures) >= 2, kernel  # float32 and float64

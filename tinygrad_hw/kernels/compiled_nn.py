@@ -95,92 +95,74 @@ def relu_backward(be, g, y):
 
 
 # --------------------------------------------------------------------------------------------------
-# Per-run sums (float64 accumulators, reassociated)
+# Batch normalisation, training; channel sums
 # --------------------------------------------------------------------------------------------------
 @_jit_sum
-def _run_sum(xf, off, length):
-    """sum(xf[off:off + length]) in float64."""
-    s = 0.0
-    o = uint64(off)
-    for i in range(uint64(length)):
-        s += xf[i + o]
-    return s
-
-
-@_jit_sum
-def _run_m2(xf, off, length, m):
-    """sum((xf[off:off + length] - m) ** 2) in float64."""
-    s = 0.0
-    o = uint64(off)
-    for i in range(uint64(length)):
-        d = xf[i + o] - m
-        s += d * d
-    return s
-
-
-@_jit_sum
-def _run_g_sums(gf, xf, off, length, m):
-    """(sum(g), sum(g * (x - m))) over one run, in float64."""
-    s = 0.0
-    t = 0.0
-    o = uint64(off)
-    for i in range(uint64(length)):
-        gv = numpy.float64(gf[i + o])
-        s += gv
-        t += gv * (xf[i + o] - m)
-    return s, t
-
-
-# --------------------------------------------------------------------------------------------------
-# Batch normalisation, training
-# --------------------------------------------------------------------------------------------------
-@_jit
-def _bn_forward(xf, yf, n, c, s, c0, c1, weight, bias, eps, mean, var, invstd):
-    """Channels [c0, c1) of an (n, c, s) input: the mean and biased variance of each channel
-    (every image's run by two passes in cache, then combined with the runs before it by Chan et
-    al.'s pairwise update, in float64: as accurate as a two-pass over the channel, with one
-    read of it from memory), then y = (x - mean) * invstd * w + b in x's dtype, the order of the
-    NumPy reference."""
+def _bn_stats(xf, n, c, s, c0, c1, eps, mean, var, invstd):
+    """Channels [c0, c1) of an (n, c, s) input: the mean, biased variance and 1 / sqrt(var + eps)
+    of each channel. Every image's run is summed twice while in cache (its mean, then its sum of
+    squared deviations), then combined with the runs before it by Chan et al.'s pairwise update,
+    all in float64: as accurate as a two-pass over the channel, with one read of it from memory."""
     k = c1 - c0
     mu = numpy.zeros(k)
     m2 = numpy.zeros(k)
+    su = uint64(s)
     for b in range(n):
         shrink = 1.0 / (b + 1)  # the runs so far are b of b + 1 equal parts
         keep = b * shrink * s
         for j in range(k):
-            off = (b * c + c0 + j) * s
-            rm = _run_sum(xf, off, s) / s
+            o = uint64((b * c + c0 + j) * s)
+            t = 0.0
+            for i in range(su):
+                t += xf[i + o]
+            rm = t / s
+            q = 0.0
+            for i in range(su):
+                d = xf[i + o] - rm
+                q += d * d
             delta = rm - mu[j]
             mu[j] += delta * shrink
-            m2[j] += _run_m2(xf, off, s, rm) + delta * delta * keep
+            m2[j] += q + delta * delta * keep
     for j in range(k):
         v = m2[j] / (n * s)
         mean[c0 + j] = mu[j]
         var[c0 + j] = v
         invstd[c0 + j] = 1.0 / numpy.sqrt(v + eps)
+
+
+@_jit
+def _bn_apply(xf, yf, n, c, s, c0, c1, mean, invstd, weight, bias):
+    """Channels [c0, c1): y = (x - mean) * invstd * w + b in x's dtype, the order of the NumPy
+    reference (not reassociated: this kernel is compiled without fastmath)."""
     su = uint64(s)
     for b in range(n):
-        for j in range(k):
-            ch = c0 + j
+        for ch in range(c0, c1):
             m, inv, w, sh = mean[ch], invstd[ch], weight[ch], bias[ch]
             o = uint64((b * c + ch) * s)
             for i in range(su):
                 yf[i + o] = (xf[i + o] - m) * inv * w + sh
 
 
-@_jit
+@_jit_sum
 def _bn_backward_sums(gf, xf, n, c, s, c0, c1, mean, invstd, g_sum, gxhat_sum):
     """Channels [c0, c1): g_sum = sum(g), gxhat_sum = sum(g * xhat) = invstd * sum(g * (x - mean)),
-    in float64, without making xhat."""
+    in float64, without making xhat. Image by image, so the runs are read in memory order."""
     k = c1 - c0
     sg = numpy.zeros(k)
     sgx = numpy.zeros(k)
+    su = uint64(s)
     for b in range(n):
         for j in range(k):
-            off = (b * c + c0 + j) * s
-            a, t = _run_g_sums(gf, xf, off, s, numpy.float64(mean[c0 + j]))
-            sg[j] += a
-            sgx[j] += t
+            m = numpy.float64(mean[c0 + j])
+            o = uint64((b * c + c0 + j) * s)
+            t = 0.0
+            u = 0.0
+            for i in range(su):
+                gv = numpy.float64(gf[i + o])
+                t += gv
+                u += gv * (xf[i + o] - m)
+            sg[j] += t
+            sgx[j] += u
     for j in range(k):
         g_sum[c0 + j] = sg[j]
         gxhat_sum[c0 + j] = sgx[j] * invstd[c0 + j]
@@ -199,14 +181,19 @@ def _bn_backward_input(gf, xf, dxf, n, c, s, c0, c1, mean, invstd, scale, neg_a,
                 dxf[i + o] = (xf[i + o] - m) * inv * na + gf[i + o] * sc - sh
 
 
-@_jit
+@_jit_sum
 def _channel_sums(gf, n, c, s, c0, c1, out):
     """out[ch] = sum over images and positions of channel ch, for ch in [c0, c1), in float64."""
     k = c1 - c0
     acc = numpy.zeros(k)
+    su = uint64(s)
     for b in range(n):
         for j in range(k):
-            acc[j] += _run_sum(gf, (b * c + c0 + j) * s, s)
+            o = uint64((b * c + c0 + j) * s)
+            t = 0.0
+            for i in range(su):
+                t += gf[i + o]
+            acc[j] += t
     for j in range(k):
         out[c0 + j] = acc[j]
 
@@ -234,8 +221,12 @@ def batch_norm_forward(be, x, weight, bias, eps):
     y = xp.empty_like(x)
     mean, var, invstd = (xp.empty(c, x.dtype) for _ in range(3))
     xf, yf = x.reshape(-1), y.reshape(-1)
-    _channel_chunks(be, c, 2 * x.nbytes, lambda c0, c1: _bn_forward(
-        xf, yf, n, c, s, c0, c1, weight, bias, float(eps), mean, var, invstd))
+
+    def chunk(c0, c1):
+        _bn_stats(xf, n, c, s, c0, c1, float(eps), mean, var, invstd)
+        _bn_apply(xf, yf, n, c, s, c0, c1, mean, invstd, weight, bias)
+
+    _channel_chunks(be, c, 2 * x.nbytes, chunk)
     return y, mean, var, invstd
 
 
@@ -292,7 +283,8 @@ def warm_up() -> float:
         _relu_backward(x.reshape(-1), y.reshape(-1), y.reshape(-1))
         c = numpy.ones(1, dtype)
         mean, var, invstd = c.copy(), c.copy(), c.copy()
-        _bn_forward(x.reshape(-1), y.reshape(-1), 2, 1, 4, 0, 1, c, c, 1e-5, mean, var, invstd)
+        _bn_stats(x.reshape(-1), 2, 1, 4, 0, 1, 1e-5, mean, var, invstd)
+        _bn_apply(x.reshape(-1), y.reshape(-1), 2, 1, 4, 0, 1, mean, invstd, c, c)
         s1, s2 = numpy.empty(1), numpy.empty(1)
         _bn_backward_sums(x.reshape(-1), x.reshape(-1), 2, 1, 4, 0, 1, mean, invstd, s1, s2)
         _bn_backward_input(x.reshape(-1), x.reshape(-1), y.reshape(-1), 2, 1, 4, 0, 1, mean, invstd,
