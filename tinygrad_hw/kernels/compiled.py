@@ -633,8 +633,8 @@ def max_pool_2x2_backward(gy, argmax, gx):
 
 
 def warm_up() -> float:
-    """Compile (or load from numba's cache) every kernel for float32 and float64 on tiny inputs;
-    returns the seconds it took. Not needed before use (a kernel compiles on its first call),
+    """Compile (or load from numba's cache) every kernel, those of :mod:`.compiled_nn` too, for
+    float32 and float64 on tiny inputs; returns the seconds it took. Not needed before use (a kernel compiles on its first call),
     but it keeps that cost out of whatever is timed next."""
     if not AVAILABLE:
         return 0.0
@@ -659,4 +659,6 @@ def warm_up() -> float:
         max_pool_backward(y, am, x, 2, 2, 2, 0, 0, 1, 1)
         max_pool_2x2_forward(x, y, am)
         max_pool_2x2_backward(y, am, x)
+    from . import compiled_nn  # the kernels of the layers around convolutions (imports this module)
+    compiled_nn.warm_up()
     return time.perf_counter() - start

@@ -7,6 +7,8 @@ each input's shape in one place (see :mod:`tinygrad_hw.autograd.engine`).
 from __future__ import annotations
 
 from ..autograd.function import _PARTNERS, Function
+from ..autograd.grad_mode import is_grad_enabled
+from ..kernels import compiled, compiled_nn
 
 __all__ = ["Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum", "Where", "Neg", "Exp", "Log",
            "Log1p", "Sqrt", "Tanh", "Sigmoid", "Abs", "Relu", "LeakyRelu", "Clamp", "Cast",
@@ -226,15 +228,27 @@ class Relu(_Masked):
 
     Saves its output, as PyTorch does, not a mask: the next layer (a convolution, a linear
     layer) usually saves that same array, so it costs no memory; the mask ``y > 0`` (equal to
-    ``a > 0``, NaN included) is made again in backward."""
+    ``a > 0``, NaN included) is made again in backward.
+
+    With numba (:mod:`~tinygrad_hw.kernels.compiled_nn`) both directions are one compiled pass
+    over the worker threads; a first-order backward then records no ``Mul`` node and makes no
+    mask. A recorded backward (``create_graph``) keeps the ``Mul`` of the mask, which is
+    differentiable in ``g``."""
 
     saves_output = True
 
     def forward(self, a):
+        if a.flags.c_contiguous and compiled.active(self.backend, a):
+            return compiled_nn.relu_forward(self.backend, a)
         return self.xp.maximum(a, 0)  # keeps NaN, and -inf becomes 0
 
     def backward(self, g):
-        return (Mul.apply(g, self.const(self.output_data() > 0)),)
+        y = self.output_data()
+        gd = g.data
+        if (not is_grad_enabled() and gd.shape == y.shape and gd.dtype == y.dtype and y.flags.c_contiguous
+                and compiled.active(self.backend, y)):
+            return (self.const(compiled_nn.relu_backward(self.backend, self.xp.ascontiguousarray(gd), y)),)
+        return (Mul.apply(g, self.const(y > 0)),)
 
 
 class LeakyRelu(_Masked):

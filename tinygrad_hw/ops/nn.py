@@ -13,7 +13,7 @@ import numpy
 
 from ..autograd.function import Function
 from ..autograd.grad_mode import is_grad_enabled
-from ..kernels import cuda
+from ..kernels import compiled, compiled_nn, cuda
 from ..kernels.special import erfc_nonnegative
 
 __all__ = ["BatchNormTrain", "CrossEntropyRows", "NormalCdf", "BinaryCrossEntropy"]
@@ -22,7 +22,8 @@ __all__ = ["BatchNormTrain", "CrossEntropyRows", "NormalCdf", "BinaryCrossEntrop
 class BatchNormTrain(Function):
     """Batch norm on batch statistics. ``forward`` receives the normalised input ``xhat`` and
     ``invstd`` (computed once by :func:`batch_norm`, which also needs them for the running
-    statistics) and applies the affine transform.
+    statistics) and applies the affine transform; or, from the compiled kernel
+    (:mod:`~tinygrad_hw.kernels.compiled_nn`), the finished output ``out`` (``xhat`` None).
 
     The backward pass is the closed form
     ``dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat))``. For first-order gradients xhat
@@ -40,11 +41,16 @@ class BatchNormTrain(Function):
     """
 
     sum_over_ranks = None
+    out = None
 
     def forward(self, x, w=None, b=None):
         self.save_for_backward(*((0,) if w is None else (0, 1)))
         xhat = self.xhat
         del self.xhat  # not kept: backward recomputes it from the saved input
+        if self.out is not None:
+            out = self.out
+            del self.out
+            return out
         out = xhat * w.reshape(self.bshape) if w is not None else xhat.copy()
         if b is not None:
             out += b.reshape(self.bshape)
@@ -85,6 +91,11 @@ class BatchNormTrain(Function):
         # temporary): dx = scale * g - xhat * (scale * mean(g * xhat)) - scale * mean(g), with
         # scale = invstd * w per channel
         n, xp = self.count, self.xp
+        x = self.inputs[0].data
+        w = self.inputs[1].data if affine else None
+        if compiled.active(self.backend, g, x) and g.dtype == x.dtype and g.shape == x.shape \
+                and (w is None or w.dtype == x.dtype):
+            return self._compiled_backward(g, x, w)
         # xhat again from the saved input (it was not kept); its buffer becomes dx's below
         xhat = self.inputs[0].data - self.mean
         xhat *= self.invstd.reshape(self.bshape)
@@ -122,6 +133,26 @@ class BatchNormTrain(Function):
             return (gx,)
         return (gx, self.const(gx_hat_sum.reshape(-1)) if need[1] else None,
                 self.const(g_sum.reshape(-1)) if need[2] else None)
+
+    def _compiled_backward(self, g, x, w):
+        # _array_backward's closed form as two compiled passes over g and x split by channel
+        # (kernels/compiled_nn.py): the per-channel sums (no xhat made), then dx
+        be, xp = self.backend, self.xp
+        g, x = xp.ascontiguousarray(g), xp.ascontiguousarray(x)
+        mean = self.mean.reshape(-1)
+        g_sum, gx_hat_sum = compiled_nn.batch_norm_backward_sums(be, g, x, mean, self.invstd)
+        need = self.needs_input_grad
+        gx = None
+        if need[0]:
+            scale = self.invstd if w is None else self.invstd * w
+            all_g, all_gx_hat = (g_sum, gx_hat_sum) if self.sum_over_ranks is None else \
+                self.sum_over_ranks(g_sum, gx_hat_sum)
+            gx = self.const(compiled_nn.batch_norm_backward_input(be, g, x, mean, self.invstd, scale, all_g,
+                                                                  all_gx_hat, self.count))
+        if w is None:
+            return (gx,)
+        return (gx, self.const(gx_hat_sum.astype(x.dtype)) if need[1] else None,
+                self.const(g_sum.astype(x.dtype)) if need[2] else None)
 
 
 class CrossEntropyRows(Function):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ... import distributed as dist
 from ...backend import backend_of
+from ...kernels import compiled, compiled_nn
 from ...ops.nn import BatchNormTrain
 from ...tensor import Tensor
 from ..validation import check_float, check_tensor
@@ -103,13 +104,21 @@ def _batch_norm(name, input, running_mean, running_var, weight, bias, training, 
             raise ValueError(f"{name}: expected more than 1 value per channel when training, got "
                              f"input of shape {input.shape}")
         x = input.data
-        mean, centred, var, count = (_local_stats if sync is None else _global_stats)(x, axes, xp)
-        if count <= 1:
-            raise ValueError(f"{name}: expected more than 1 value per channel when training, got "
-                             f"{count} over all ranks")
-        invstd = 1.0 / xp.sqrt(var + eps)
-        xhat = centred
-        xhat *= invstd
+        affine = () if weight is None else (weight.data, bias.data)
+        out = None
+        if sync is None and compiled.active(input._be, x, *affine) and all(a.dtype == x.dtype for a in affine):
+            # one compiled kernel: statistics and output in two passes over x (kernels/compiled_nn.py)
+            out, mean, var, invstd = compiled_nn.batch_norm_forward(input._be, xp.ascontiguousarray(x),
+                                                                    *(affine or (None, None)), eps)
+            mean, var, count, xhat = mean.reshape(bshape), var.reshape(bshape), x.size // channels, None
+        else:
+            mean, centred, var, count = (_local_stats if sync is None else _global_stats)(x, axes, xp)
+            if count <= 1:
+                raise ValueError(f"{name}: expected more than 1 value per channel when training, got "
+                                 f"{count} over all ranks")
+            invstd = 1.0 / xp.sqrt(var + eps)
+            xhat = centred
+            xhat *= invstd
         if running_mean is not None or running_var is not None:
             m = float(momentum)
             if running_mean is not None:
@@ -120,8 +129,8 @@ def _batch_norm(name, input, running_mean, running_var, weight, bias, training, 
                 rv = running_var.data
                 rv *= 1.0 - m
                 rv += (m * count / (count - 1) * var.reshape(-1)).astype(rv.dtype, copy=False)
-        params = dict(xhat=xhat, mean=mean, invstd=invstd.reshape(-1), axes=axes, bshape=bshape, count=count,
-                      eps=eps, sum_over_ranks=sync)
+        params = dict(xhat=xhat, out=out, mean=mean, invstd=invstd.reshape(-1), axes=axes, bshape=bshape,
+                      count=count, eps=eps, sum_over_ranks=sync)
         if weight is None:
             return BatchNormTrain.apply(input, **params)
         return BatchNormTrain.apply(input, weight, bias, **params)
