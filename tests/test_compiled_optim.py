@@ -96,6 +96,11 @@ def test_non_contiguous_gradients_and_other_dtypes_take_the_numpy_path():
     ref, _, _ = _run(init, grads, options, False, layout=lambda g: g.T)
     assert calls == 0
     np.testing.assert_array_equal(fast[0], ref[0])
+    scalar = hw.Tensor(np.float64(0.5), requires_grad=True, backend="numpy")
+    scalar.grad = hw.Tensor(np.ones((), np.float64), backend="numpy")
+    scalar.grad.data = np.float64(2.0)  # a NumPy scalar, as some backward passes leave
+    optim.SGD([scalar], lr=0.25, momentum=0.9).step()
+    assert scalar.item() == 0.0
     half = [a.astype(np.float16) for a in init]
     _, _, calls = _run(half, [[g.T.astype(np.float16).copy()] for [g] in grads], options, True)
     assert calls == 0

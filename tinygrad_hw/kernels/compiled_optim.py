@@ -10,6 +10,8 @@ no fused multiply-add (``fastmath=False``), so its results are bit-identical to 
 """
 from __future__ import annotations
 
+from numpy import ndarray
+
 from . import compiled
 from .compiled import _jit
 
@@ -23,6 +25,7 @@ def sgd_supports(be, x, g) -> bool:
     and of ``x``'s dtype too (the optimizer's state is)."""
     # compiled.active's test written out for two arrays: this runs once per parameter and step
     return (compiled.ENABLED and compiled.AVAILABLE and be.name == "numpy"
+            and isinstance(x, ndarray) and isinstance(g, ndarray)  # not a NumPy scalar
             and x.dtype in compiled._FLOATS and g.dtype == x.dtype and g.shape == x.shape
             and x.flags.c_contiguous and g.flags.c_contiguous)
 
