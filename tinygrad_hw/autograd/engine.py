@@ -173,10 +173,12 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                         if anomaly:
                             _mode.check_finite(gi.data, gi._be, f"the backward of {fn.name} returned {{bad}} in the "
                                           f"gradient of its input {k} (op created at {fn.created_at})")
-                        try:
-                            shape, dtype = edge.out_meta
-                        except AttributeError:  # a leaf tensor
-                            shape, dtype = edge.data.shape, edge.data.dtype
+                        meta = getattr(edge, "out_meta", None)  # None: a leaf tensor
+                        if meta is None:
+                            data = edge.data
+                            shape, dtype = data.shape, data.dtype
+                        else:
+                            shape, dtype = meta
                         if gi.data.shape != shape:
                             gi = gi.sum_to(shape)
                         if gi.data.dtype != dtype:

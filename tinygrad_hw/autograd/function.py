@@ -46,6 +46,13 @@ _NO_GRADS = ((), (False,), (False, False), (False, False, False))
 _PARTNERS = {(True, True): (0, 1), (True, False): (1,), (False, True): (0,), (False, False): ()}
 
 
+def first_order() -> bool:
+    """Whether a backward running now is a plain first-order one in this thread (grad mode off,
+    anomaly mode off everywhere): the ops a backward would call then record and check nothing,
+    so it may compute its gradient on the arrays directly (one op call fewer)."""
+    return not _state.grad_enabled and not _mode.anomaly_on
+
+
 class Function:
     saves = None          # input positions kept for backward; None: every input
     saves_output = False  # whether backward reads the output

@@ -112,9 +112,24 @@ def limit_blas_threads(threads: int) -> bool:
     return bool(libraries)
 
 
+# OpenBLAS runs a product of at most this many multiply-adds (m * n * k) on one thread whatever
+# its thread count (interface/gemm.c: SMP_THRESHOLD_MIN 65536 times GEMM_MULTITHREAD_THRESHOLD 4),
+# so switching its threads off around such a product buys nothing and costs ~9 us.
+BLAS_SERIAL_MACS = 65536 * 4
+_AS_IS = contextlib.nullcontext()
+
+
+def single_threaded_blas(be, macs=None):
+    """Run the body with one BLAS thread on NumPy (restored afterwards; nests). ``macs``: the
+    multiply-adds of the one product in the body, where one that BLAS runs on one thread anyway
+    skips the switch."""
+    if macs is not None and macs <= BLAS_SERIAL_MACS:
+        return _AS_IS
+    return _single_threaded_blas(be)
+
+
 @contextlib.contextmanager
-def single_threaded_blas(be):
-    """Run the body with one BLAS thread on NumPy (restored afterwards; nests)."""
+def _single_threaded_blas(be):
     if be.name != "numpy" or _local.in_worker or _local.blas_depth:
         yield
         return

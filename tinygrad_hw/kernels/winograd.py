@@ -211,7 +211,7 @@ def _compiled_filter(be, w, gg):
     o, c = w.shape[:2]
     # one small product (einsum's own loop took ~1 ms a call here), on one BLAS thread: woken
     # BLAS threads would spin against the chunk workers that come next
-    with single_threaded_blas(be):
+    with single_threaded_blas(be, o * c * 9 * gg.shape[0]):
         u = w.reshape(o * c, 9) @ gg.T
     return be.xp.ascontiguousarray(u.T).reshape(gg.shape[0], o, c)
 
@@ -267,7 +267,7 @@ def _compiled_weight_grad(be, x, gy, padding):
     for part in parts[1:]:
         du += part
     # U = gg w, so dw = gg^T dU
-    with single_threaded_blas(be):
+    with single_threaded_blas(be, o * c * planes * 9):
         return (du.reshape(planes, o * c).T @ gg).reshape(o, c, 3, 3)
 
 

@@ -98,6 +98,10 @@ class Parameter(Tensor):
 
 _DATA_SLOT = Tensor.__dict__["data"]  # the slot descriptors that Parameter's properties wrap
 _GRAD_SLOT = Tensor.__dict__["grad"]
+# Reading goes straight to the slots (no Python frame: every layer call and optimizer step reads
+# .data and .grad of each parameter); assigning keeps the checks above.
+Parameter.data = property(_DATA_SLOT.__get__, Parameter.data.fset, doc=Parameter.data.__doc__)
+Parameter.grad = property(_GRAD_SLOT.__get__, Parameter.grad.fset, doc=Parameter.grad.__doc__)
 
 
 def _default_float():

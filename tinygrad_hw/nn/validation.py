@@ -40,6 +40,15 @@ def positive_int(name, what, value):
 
 def pair(value, op, what, minimum):
     """An int or a pair of ints as a pair, each at least ``minimum``."""
+    # the usual arguments first (every layer call checks a few): a plain int, a pair of them
+    kind = type(value)
+    if kind is int:
+        if value >= minimum:
+            return (value, value)
+    elif kind is tuple and len(value) == 2:
+        a, b = value
+        if type(a) is int and type(b) is int and a >= minimum and b >= minimum:
+            return value
     if isinstance(value, (list, tuple)):
         if len(value) == 1:
             value = (value[0], value[0])

@@ -6,8 +6,7 @@ each input's shape in one place (see :mod:`tinygrad_hw.autograd.engine`).
 """
 from __future__ import annotations
 
-from ..autograd.function import _PARTNERS, Function
-from ..autograd.grad_mode import is_grad_enabled
+from ..autograd.function import _PARTNERS, Function, first_order
 from ..kernels import compiled, compiled_nn
 
 __all__ = ["Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum", "Where", "Neg", "Exp", "Log",
@@ -244,10 +243,12 @@ class Relu(_Masked):
 
     def backward(self, g):
         y = self.output_data()
-        gd = g.data
-        if (not is_grad_enabled() and gd.shape == y.shape and gd.dtype == y.dtype and y.flags.c_contiguous
-                and compiled.active(self.backend, y)):
-            return (self.const(compiled_nn.relu_backward(self.backend, self.xp.ascontiguousarray(gd), y)),)
+        if first_order():  # a plain first-order pass: the gradient straight from the arrays
+            gd = g.data
+            if (compiled.active(self.backend, y) and gd.shape == y.shape and gd.dtype == y.dtype
+                    and y.flags.c_contiguous):  # one compiled pass (kernels/compiled_nn.py)
+                return (self.const(compiled_nn.relu_backward(self.backend, self.xp.ascontiguousarray(gd), y)),)
+            return (self.const(gd * (y > 0)),)  # Mul's forward, without the op
         return (Mul.apply(g, self.const(y > 0)),)
 
 

@@ -1,7 +1,7 @@
 """Stochastic gradient descent with optional (Nesterov) momentum, like ``torch.optim.SGD``."""
 from __future__ import annotations
 
-from ..kernels import cuda
+from ..kernels import compiled_optim, cuda
 from .optimizer import Optimizer, param_backend
 
 __all__ = ["SGD"]
@@ -33,9 +33,11 @@ class SGD(Optimizer):
     def _update_group(self, group):
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
         weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
+        scalars = {}  # dtype -> the hyper-parameters as its scalars, for the compiled kernel
         for p, g, xp in self._with_grads(group):
             x = p.data
-            fused = cuda.for_backend(param_backend(p))
+            be = param_backend(p)
+            fused = cuda.for_backend(be)
             if fused is not None and fused.supports(x, g):  # one kernel (kernels/cuda.py)
                 buf = None
                 first = False
@@ -47,6 +49,25 @@ class SGD(Optimizer):
                         state["momentum_buffer"] = buf
                 fused.sgd_step(x, g, buf, lr, momentum, dampening, weight_decay, nesterov,
                                maximize, first)
+                continue
+            if compiled_optim.sgd_supports(be, x, g):
+                # one compiled pass (kernels/compiled_optim.py), bit-identical to the code below
+                buf = None
+                first = False
+                if momentum != 0:
+                    state = self._state_of(p)
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        first, buf = True, xp.empty_like(x)
+                        state["momentum_buffer"] = buf
+                    elif not buf.flags.c_contiguous:  # the kernel reads it as a flat array
+                        buf = state["momentum_buffer"] = xp.ascontiguousarray(buf)
+                cast = scalars.get(x.dtype)
+                if cast is None:
+                    cast = scalars[x.dtype] = compiled_optim.sgd_scalars(x.dtype, lr, momentum,
+                                                                         dampening, weight_decay)
+                compiled_optim.sgd_step(x, g, buf, cast, momentum, dampening, weight_decay,
+                                        nesterov, maximize, first)
                 continue
             # `work` is the one scratch array of this update; the caller's gradient is never
             # written to, so `d` aliases it only while it is read-only.
