@@ -36,8 +36,10 @@ def _both(monkeypatch, fn):
 
 
 def _chunking(monkeypatch, seed):
-    # odd seeds: one image per chunk, chunks shared by two worker threads
+    # odd seeds: one image per chunk, chunks shared by two worker threads; seeds 0, 1 mod 4: the
+    # Winograd input transform's channels-last layout at any channel count, else channel-major
     monkeypatch.setattr(parallel, "WORKERS", 2)
+    monkeypatch.setattr(compiled, "CHANNELS_LAST_MIN", 1 if seed % 4 < 2 else 10**9)
     if seed % 2:
         monkeypatch.setattr(scratch, "CHUNK_BYTES", 1)
         monkeypatch.setattr(parallel, "SPLIT_BYTES", 1)
@@ -290,16 +292,17 @@ def test_unrolled_winograd_input_equals_generic(m, n, c, h, w, pad, dtype, seed)
     bt = winograd.TRANSFORMS[m][0].astype(dtype)
     th, tw = -(-oh // m), -(-ow // m)
     alpha = m + 2
-    v = np.full((alpha * alpha, n * th * tw, c), np.nan, dtype)  # tiles by channels
     v_ref = np.full((alpha * alpha, c, n * th * tw), np.nan, dtype)  # channels by tiles
-    compiled.wino_input(x, v, bt, m, pad, pad, th, tw)
-    compiled.wino_input_generic(x, v_ref, bt, m, pad, pad, th, tw)
-    np.testing.assert_array_equal(v, v_ref.transpose(0, 2, 1))
-    # another B^T (the F(2x2) matrix with its rows swapped) takes the generic loops, transposed
+    # another B^T (the matrix with its first two rows swapped) takes the generic loops
     swapped = bt[[1, 0, 2, 3]] if m == 2 else bt[[1, 0, 2, 3, 4, 5]]
-    compiled.wino_input(x, v, swapped, m, pad, pad, th, tw)
-    compiled.wino_input_generic(x, v_ref, swapped, m, pad, pad, th, tw)
-    np.testing.assert_array_equal(v, v_ref.transpose(0, 2, 1))
+    for matrix in (bt, swapped):
+        compiled.wino_input_generic(x, v_ref, matrix, m, pad, pad, th, tw)
+        v = np.full((alpha * alpha, n * th * tw, c), np.nan, dtype)  # tiles by channels
+        compiled.wino_input(x, v, matrix, m, pad, pad, th, tw, True)
+        np.testing.assert_array_equal(v, v_ref.transpose(0, 2, 1))
+        v = np.full_like(v_ref, np.nan)
+        compiled.wino_input(x, v, matrix, m, pad, pad, th, tw, False)
+        np.testing.assert_array_equal(v, v_ref)
 
 
 @settings(max_examples=40, deadline=None)

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised on machines without numba
     numba = None
     U = int
 
-__all__ = ["AVAILABLE", "ENABLED", "active", "warm_up", "col2im", "wino_input", "wino_input_generic", "wino_output",
+__all__ = ["AVAILABLE", "ENABLED", "CHANNELS_LAST_MIN", "active", "warm_up", "col2im", "wino_input", "wino_input_generic", "wino_output",
            "wino_grad_output", "wino_grad_output_generic", "max_pool_forward", "max_pool_backward", "max_pool_2x2_forward",
            "max_pool_2x2_backward"]
 
@@ -195,7 +195,7 @@ def _channels_last_plane(x, b, plane, pt, pl, wp, r0, r1, c0, c1):
 
 
 @_jit
-def _wino_input_f2(x, v, pt, pl, th, tw):
+def _wino_input_cl_f2(x, v, pt, pl, th, tw):
     """wino_input for F(2x2, 3x3) (B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0],
     [0, 1, 0, -1]]): each image copied channels-last into a zero-bordered plane, then every sum
     of a tile is one loop over all channels (contiguous in the plane and in V^T: vectorised)."""
@@ -240,8 +240,8 @@ def _wino_input_f2(x, v, pt, pl, th, tw):
 
 
 @_jit
-def _wino_input_f4(x, v, bt, pt, pl, th, tw):
-    """wino_input for F(4x4, 3x3), as _wino_input_f2: the sums are the generic loops' (coefficient
+def _wino_input_cl_f4(x, v, bt, pt, pl, th, tw):
+    """wino_input for F(4x4, 3x3), as _wino_input_cl_f2: the sums are the generic loops' (coefficient
     times value, added in the order of B^T's columns, zeros skipped), so V is bit for bit the same."""
     n, c, h, w = x.shape
     hp, wp = 4 * th + 2, 4 * tw + 2
@@ -293,28 +293,135 @@ def _wino_input_f4(x, v, bt, pt, pl, th, tw):
 
 
 @_jit
-def wino_input(x, v, bt, m, pt, pl, th, tw):
-    """V^T (alpha^2, n*th*tw, C) = B^T d B for the alpha x alpha tile d at rows m*ti - pt,
-    columns m*tj - pl of every image of ``x`` (n, C, H, W), zero outside the image: tiles by
-    channels (channels last), so that every sum of the transform is one vectorised loop over the
-    channels; the products read it transposed (BLAS takes either order). F(2x2) and F(4x4)
-    (winograd.TRANSFORMS) run unrolled kernels (2.1-2.5x faster than the tile-by-tile kernels
-    they replaced at 16x16 and 8x8, 1.2x at 32x32: benchmarks/bench_conv.py); other B^T the
-    generic loops (channel-major), transposed into V^T."""
+def _wino_input_tiles_f2(x, v, pt, pl, th, tw):
+    """wino_input for F(2x2, 3x3), channel-major V (few channels), unrolled: the 16 values of a tile in registers
+    (B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]), an image's tiles into a
+    small buffer, then copied into V's 16 planes one run each (0.21 against 0.36 ms for 3 images
+    of 32 channels at 32x32, the generic loop)."""
+    n, c, h, w = x.shape
+    hp, wp = 2 * th + 2, 2 * tw + 2
+    plane = numpy.zeros((hp, wp), dtype=x.dtype)
+    r0, r1 = max(pt, 0), min(pt + h, hp)
+    c0, c1 = max(pl, 0), min(pl + w, wp)
+    tiles = th * tw
+    buf = numpy.empty((16, tiles + 16), dtype=x.dtype)  # padded rows: off the same cache sets
+    for ch in range(c):
+        for b in range(n):
+            for r in range(r0, r1):
+                for q in range(c0, c1):
+                    plane[r, q] = x[b, ch, r - pt, q - pl]
+            for ti in range(th):
+                p0, p1, p2, p3 = plane[2 * ti], plane[2 * ti + 1], plane[2 * ti + 2], plane[2 * ti + 3]
+                for tj in range(tw):
+                    q = 2 * tj
+                    col = ti * tw + tj
+                    # B^T along rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), column by column
+                    t00, t01, t02, t03 = p0[q] - p2[q], p0[q + 1] - p2[q + 1], p0[q + 2] - p2[q + 2], p0[q + 3] - p2[q + 3]
+                    t10, t11, t12, t13 = p1[q] + p2[q], p1[q + 1] + p2[q + 1], p1[q + 2] + p2[q + 2], p1[q + 3] + p2[q + 3]
+                    t20, t21, t22, t23 = p2[q] - p1[q], p2[q + 1] - p1[q + 1], p2[q + 2] - p1[q + 2], p2[q + 3] - p1[q + 3]
+                    t30, t31, t32, t33 = p1[q] - p3[q], p1[q + 1] - p3[q + 1], p1[q + 2] - p3[q + 2], p1[q + 3] - p3[q + 3]
+                    # B along columns
+                    buf[0, col], buf[1, col], buf[2, col], buf[3, col] = t00 - t02, t01 + t02, t02 - t01, t01 - t03
+                    buf[4, col], buf[5, col], buf[6, col], buf[7, col] = t10 - t12, t11 + t12, t12 - t11, t11 - t13
+                    buf[8, col], buf[9, col], buf[10, col], buf[11, col] = t20 - t22, t21 + t22, t22 - t21, t21 - t23
+                    buf[12, col], buf[13, col], buf[14, col], buf[15, col] = t30 - t32, t31 + t32, t32 - t31, t31 - t33
+            start = b * tiles
+            for k in range(16):
+                dst = v[k, ch]
+                for i in range(tiles):
+                    dst[start + i] = buf[k, i]
+
+
+@_jit
+def _wino_input_tiles_f4(x, v, bt, pt, pl, th, tw):
+    """wino_input for F(4x4, 3x3), channel-major V (few channels), unrolled: the tile gather fused into the row transform (each
+    of a tile's six columns read from the bordered plane straight into B^T's six sums), the 36
+    values in registers, an image's tiles into a small buffer, then copied into V's 36 planes one
+    run each. The sums are the generic loop's (_apply_left then _apply_right: coefficient times
+    value, added in the order of B^T's columns, zeros skipped), so V is bit for bit the same."""
+    n, c, h, w = x.shape
+    hp, wp = 4 * th + 2, 4 * tw + 2
+    plane = numpy.zeros((hp, wp), dtype=x.dtype)
+    r0, r1 = max(pt, 0), min(pt + h, hp)
+    c0, c1 = max(pl, 0), min(pl + w, wp)
+    tiles = th * tw
+    buf = numpy.empty((36, tiles + 16), dtype=x.dtype)  # padded rows: off the same cache sets
+    t = numpy.empty((6, 6), dtype=x.dtype)
+    f4, f5, f2 = bt[0, 0], -bt[0, 2], bt[3, 3]  # 4, 5, 2 in x's dtype (no float64 promotion)
+    for ch in range(c):
+        for b in range(n):
+            for r in range(r0, r1):
+                for q in range(c0, c1):
+                    plane[r, q] = x[b, ch, r - pt, q - pl]
+            for ti in range(th):
+                p0, p1, p2 = plane[4 * ti], plane[4 * ti + 1], plane[4 * ti + 2]
+                p3, p4, p5 = plane[4 * ti + 3], plane[4 * ti + 4], plane[4 * ti + 5]
+                for tj in range(tw):
+                    col = ti * tw + tj
+                    for e in range(6):
+                        q = 4 * tj + e
+                        d0, d1, d2, d3, d4, d5 = p0[q], p1[q], p2[q], p3[q], p4[q], p5[q]
+                        # B^T along rows: [4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                        # [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]
+                        t[0, e] = f4 * d0 + (-f5) * d2 + d4
+                        t[1, e] = (-f4) * d1 + (-f4) * d2 + d3 + d4
+                        t[2, e] = f4 * d1 + (-f4) * d2 + (-d3) + d4
+                        t[3, e] = (-f2) * d1 + (-d2) + f2 * d3 + d4
+                        t[4, e] = f2 * d1 + (-d2) + (-f2) * d3 + d4
+                        t[5, e] = f4 * d1 + (-f5) * d3 + d5
+                    for a in range(6):  # B along columns
+                        s0, s1, s2, s3, s4, s5 = t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5]
+                        k = 6 * a
+                        buf[k, col] = f4 * s0 + (-f5) * s2 + s4
+                        buf[k + 1, col] = (-f4) * s1 + (-f4) * s2 + s3 + s4
+                        buf[k + 2, col] = f4 * s1 + (-f4) * s2 + (-s3) + s4
+                        buf[k + 3, col] = (-f2) * s1 + (-s2) + f2 * s3 + s4
+                        buf[k + 4, col] = f2 * s1 + (-s2) + (-f2) * s3 + s4
+                        buf[k + 5, col] = f4 * s1 + (-f5) * s3 + s5
+            start = b * tiles
+            for k in range(36):
+                dst = v[k, ch]
+                for i in range(tiles):
+                    dst[start + i] = buf[k, i]
+
+
+# Channels from which wino_input writes V channels-last (tiles by channels): its sums run over
+# the channels, which pays from about 16 of them (paired runs against the tile-by-tile
+# kernels: 0.33-0.51 of the time at 32-64 channels, but 1.2-1.8x at 6-12).
+CHANNELS_LAST_MIN = 16
+
+
+@_jit
+def wino_input(x, v, bt, m, pt, pl, th, tw, channels_last):
+    """B^T d B for the alpha x alpha tile d at rows m*ti - pt, columns m*tj - pl of every image
+    of ``x`` (n, C, H, W), zero outside the image, into V: channels-last, (alpha^2, n*th*tw, C)
+    (every sum of the transform one vectorised loop over the channels; the products read it
+    transposed, BLAS takes either order), or channel-major, (alpha^2, C, n*th*tw) (a tile of
+    one channel at a time in registers: better for few channels, see CHANNELS_LAST_MIN).
+    F(2x2) and F(4x4) (winograd.TRANSFORMS) run unrolled kernels, other B^T the generic loops;
+    all give V bit for bit the same."""
     n, c, h, w = x.shape
     alpha = bt.shape[0]
-    if m == 2 and alpha == 4 and bt[0, 2] == -1:  # winograd.TRANSFORMS[2]'s B^T
-        _wino_input_f2(x, v, pt, pl, th, tw)
-        return
-    if m == 4 and alpha == 6 and bt[0, 0] == 4 and bt[0, 2] == -5 and bt[3, 3] == 2 and bt[5, 5] == 1:  # TRANSFORMS[4]'s B^T
-        _wino_input_f4(x, v, bt, pt, pl, th, tw)
-        return
-    ref = numpy.empty((alpha * alpha, c, v.shape[1]), dtype=x.dtype)
-    wino_input_generic(x, ref, bt, m, pt, pl, th, tw)
-    for k in range(alpha * alpha):
-        for ch in range(c):
-            for i in range(v.shape[1]):
-                v[k, i, ch] = ref[k, ch, i]
+    f2 = m == 2 and alpha == 4 and bt[0, 2] == -1  # winograd.TRANSFORMS[2]'s B^T
+    f4 = m == 4 and alpha == 6 and bt[0, 0] == 4 and bt[0, 2] == -5 and bt[3, 3] == 2 and bt[5, 5] == 1  # TRANSFORMS[4]'s
+    if channels_last:
+        if f2:
+            _wino_input_cl_f2(x, v, pt, pl, th, tw)
+        elif f4:
+            _wino_input_cl_f4(x, v, bt, pt, pl, th, tw)
+        else:
+            ref = numpy.empty((alpha * alpha, c, v.shape[1]), dtype=x.dtype)
+            wino_input_generic(x, ref, bt, m, pt, pl, th, tw)
+            for k in range(alpha * alpha):
+                for ch in range(c):
+                    for i in range(v.shape[1]):
+                        v[k, i, ch] = ref[k, ch, i]
+    elif f2:
+        _wino_input_tiles_f2(x, v, pt, pl, th, tw)
+    elif f4:
+        _wino_input_tiles_f4(x, v, bt, pt, pl, th, tw)
+    else:
+        wino_input_generic(x, v, bt, m, pt, pl, th, tw)
 
 
 @_jit
@@ -647,8 +754,9 @@ def warm_up() -> float:
         for bt, _, at in TRANSFORMS.values():
             bt, at = bt.astype(dtype), at.astype(dtype)
             alpha, m = bt.shape[0], at.shape[0]
-            v = numpy.empty((alpha * alpha, 4, 1), dtype)  # 4 tiles by 1 channel
-            wino_input(x, v, bt, m, 1, 1, 2, 2)
+            v = numpy.empty((alpha * alpha, 4, 1), dtype)  # 4 tiles by 1 channel (either layout)
+            wino_input(x, v, bt, m, 1, 1, 2, 2, True)
+            wino_input(x, v, bt, m, 1, 1, 2, 2, False)
             mm = numpy.empty((alpha * alpha, 1, 4), dtype)  # 1 channel by 4 tiles
             out = numpy.empty((1, 1, 2 * m, 2 * m), dtype)
             wino_output(mm, out, at, numpy.zeros(1, dtype), False, 2, 2)

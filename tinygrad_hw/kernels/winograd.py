@@ -226,6 +226,7 @@ def _compiled_forward(be, x, w, padding, y, bias):
     u = _compiled_filter(be, w.astype(x.dtype, copy=False), gg)
     th, tw = -(-oh // m), -(-ow // m)
     planes = u.shape[0]
+    last = c >= compiled.CHANNELS_LAST_MIN  # V's layout (see compiled.wino_input)
     x = xp.ascontiguousarray(x)
     has_bias = bias is not None
     bias = xp.ascontiguousarray(bias, dtype=x.dtype) if has_bias else xp.zeros(1, x.dtype)
@@ -233,10 +234,10 @@ def _compiled_forward(be, x, w, padding, y, bias):
     def chunk(span):
         n0, n1 = span
         cols = (n1 - n0) * th * tw
-        v = workspace(be, "wino_v", (planes, cols, c), x.dtype)  # tiles by channels
-        compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw)
+        v = workspace(be, "wino_v", (planes, cols, c) if last else (planes, c, cols), x.dtype)
+        compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw, last)
         prod = workspace(be, "gemm", (planes, o, cols), x.dtype)
-        xp.matmul(u, v.transpose(0, 2, 1), out=prod)
+        xp.matmul(u, v.transpose(0, 2, 1) if last else v, out=prod)
         compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw)
 
     map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
@@ -251,16 +252,17 @@ def _compiled_weight_grad(be, x, gy, padding):
     bt, _, at, gg = _compiled_matrices(m, x.dtype.str)
     th, tw = -(-oh // m), -(-ow // m)
     planes = bt.shape[0] ** 2
+    last = c >= compiled.CHANNELS_LAST_MIN  # V's layout (see compiled.wino_input)
     x, gy = xp.ascontiguousarray(x), xp.ascontiguousarray(gy)
 
     def chunk(span):
         n0, n1 = span
         cols = (n1 - n0) * th * tw
-        v = workspace(be, "wino_v", (planes, cols, c), x.dtype)  # tiles by channels
-        compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw)
+        v = workspace(be, "wino_v", (planes, cols, c) if last else (planes, c, cols), x.dtype)
+        compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw, last)
         prod = workspace(be, "wino_m", (planes, o, cols), gy.dtype)
         compiled.wino_grad_output(gy[n0:n1], prod, at, th, tw)
-        return xp.matmul(prod, v)  # (alpha^2, O, C), fresh
+        return xp.matmul(prod, v if last else v.transpose(0, 2, 1))  # (alpha^2, O, C), fresh
 
     parts = map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
     du = parts[0]
