@@ -9,7 +9,9 @@ With numba installed (:mod:`~tinygrad_hw.kernels.compiled`) the tile transforms 
 compiled passes per chunk, on tiles without the filler column that the NumPy transforms below
 (the reference) need, and only the products stay in NumPy (BLAS); that path also runs
 F(4x4, 3x3) (36 products, 4x fewer multiplications than im2col) on outputs of ``FOUR_FROM`` and
-up, and takes smaller layers (``COMPILED_MIN_CHANNELS``, ``COMPILED_MIN_SIZE``).
+up, and takes smaller layers (``COMPILED_MIN_CHANNELS``, ``COMPILED_MIN_SIZE``). From
+``compiled.CHANNELS_LAST_MIN`` channels its input transform writes V channels-last (tiles by
+channels, every sum one vectorised loop over the channels) and the products read it transposed.
 """
 from __future__ import annotations
 
