@@ -5,8 +5,7 @@ functions with PyTorch's signatures are in :mod:`tinygrad_hw.nn.functional`.
 """
 from __future__ import annotations
 
-from ..autograd.function import Function
-from ..autograd.grad_mode import is_grad_enabled
+from ..autograd.function import Function, first_order
 from ..kernels import compiled, compiled_nn
 from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
 
@@ -67,7 +66,7 @@ class Conv2d(_ConvFamily):
         if not self.needs_input_grad[2]:
             return grads + (None,)
         gd = g.data
-        if not is_grad_enabled() and compiled.active(self.backend, gd):
+        if first_order() and compiled.active(self.backend, gd):
             # first order: one compiled pass, channels over the workers (kernels/compiled_nn.py)
             return grads + (self.const(compiled_nn.channel_sums(self.backend, self.xp.ascontiguousarray(gd))),)
         return grads + (g.sum((0, 2, 3)),)

@@ -30,6 +30,16 @@ class SGD(Optimizer):
                         nesterov=nesterov, maximize=maximize)
         super().__init__(params, defaults)
 
+    def _momentum_buffer(self, p, x, xp):
+        """(buffer, first): ``p``'s momentum buffer for the one-pass kernels, made (unwritten)
+        at its first step, when the kernel fills it."""
+        state = self._state_of(p)
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = xp.empty_like(x)
+            return buf, True
+        return buf, False
+
     def _update_group(self, group):
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
         weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
@@ -39,29 +49,15 @@ class SGD(Optimizer):
             be = param_backend(p)
             fused = cuda.for_backend(be)
             if fused is not None and fused.supports(x, g):  # one kernel (kernels/cuda.py)
-                buf = None
-                first = False
-                if momentum != 0:
-                    state = self._state_of(p)
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        first, buf = True, xp.empty_like(x)
-                        state["momentum_buffer"] = buf
+                buf, first = self._momentum_buffer(p, x, xp) if momentum != 0 else (None, False)
                 fused.sgd_step(x, g, buf, lr, momentum, dampening, weight_decay, nesterov,
                                maximize, first)
                 continue
             if compiled_optim.sgd_supports(be, x, g):
                 # one compiled pass (kernels/compiled_optim.py), bit-identical to the code below
-                buf = None
-                first = False
-                if momentum != 0:
-                    state = self._state_of(p)
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        first, buf = True, xp.empty_like(x)
-                        state["momentum_buffer"] = buf
-                    elif not buf.flags.c_contiguous:  # the kernel reads it as a flat array
-                        buf = state["momentum_buffer"] = xp.ascontiguousarray(buf)
+                buf, first = self._momentum_buffer(p, x, xp) if momentum != 0 else (None, False)
+                if buf is not None and not buf.flags.c_contiguous:  # the kernel reads it flat
+                    buf = self._state_of(p)["momentum_buffer"] = xp.ascontiguousarray(buf)
                 cast = scalars.get(x.dtype)
                 if cast is None:
                     cast = scalars[x.dtype] = compiled_optim.sgd_scalars(x.dtype, lr, momentum,
