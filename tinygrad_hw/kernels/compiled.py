@@ -185,11 +185,18 @@ def _channels_last_plane(x, b, plane, pt, pl, wp, r0, r1, c0, c1):
                 for ch in range(uc):
                     plane[d + ch] = xf[s + ch * hw]
         return
-    for ch in range(c):  # read each image row in order, write every C-th cell of the plane
-        src0 = U((b * c + ch) * h * w)
-        for r in range(r0, r1):
-            s = src0 + U((r - pt) * w + (c0 - pl))
-            d = (U(r) * U(wp) + U(c0)) * uc + U(ch)
+    # row by row of the plane (wp * C values, in L1), each channel's image row read in order and
+    # written to every C-th cell of it; channel by channel over the whole plane (148 KB at 32
+    # channels of 32x32) went to L2 for every write: 0.084 against 0.320 ms for 8 such images,
+    # 0.084 against 0.425 for 16 of 64 channels at 16x16 (one thread, best of 30)
+    img = U(b * c * h * w)
+    hw = U(h * w)
+    for r in range(r0, r1):
+        s_row = img + U((r - pt) * w + (c0 - pl))
+        d_row = (U(r) * U(wp) + U(c0)) * uc
+        for ch in range(uc):
+            s = s_row + ch * hw
+            d = d_row + ch
             for q in range(U(c1 - c0)):
                 plane[d + q * uc] = xf[s + q]
 
