@@ -237,7 +237,7 @@ def test_active_only_for_float_numpy_arrays(monkeypatch):
 
 def test_warm_up_compiles_every_kernel():
     assert compiled.warm_up() >= 0.0
-    for kernel in (compiled.col2im, compiled.wino_input, compiled.wino_output,
+    for kernel in (compiled.col2im, compiled.wino_input, compiled.wino_output, compiled.wino_output_cl,
                    compiled.wino_grad_output, compiled.max_pool_forward, compiled.max_pool_backward,
                    compiled.max_pool_2x2_forward, compiled.max_pool_2x2_backward):
         assert len(kernel.signatures) >= 2, kernel  # float32 and float64
@@ -325,6 +325,10 @@ def test_winograd_output_transform_equals_matrix_form(m, n, o, oh, ow, has_bias,
     ref = z.reshape(n, o, th * m, tw * m)[:, :, :oh, :ow] + (bias.astype(np.float64).reshape(1, o, 1, 1) if has_bias else 0)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * 10 * (1 + np.abs(ref).max()))
+    # from M channels-last (the forward's V U^T): the same sums, so bit for bit the same y
+    y_cl = np.full_like(y, np.nan)
+    compiled.wino_output_cl(np.ascontiguousarray(mm.transpose(0, 2, 1)), y_cl, at, bias, has_bias, th, tw)
+    np.testing.assert_array_equal(y_cl, y)
 
 
 @settings(max_examples=40, deadline=None)

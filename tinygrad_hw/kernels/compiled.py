@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised on machines without numba
     numba = None
     U = int
 
-__all__ = ["AVAILABLE", "ENABLED", "CHANNELS_LAST_MIN", "active", "warm_up", "col2im", "wino_input", "wino_input_generic", "wino_output",
+__all__ = ["AVAILABLE", "ENABLED", "CHANNELS_LAST_MIN", "active", "warm_up", "col2im", "wino_input", "wino_input_generic", "wino_output", "wino_output_cl",
            "wino_grad_output", "wino_grad_output_generic", "max_pool_forward", "max_pool_backward", "max_pool_2x2_forward",
            "max_pool_2x2_backward"]
 
@@ -534,6 +534,75 @@ def wino_output(mm, y, at, bias, has_bias, th, tw):
 
 
 @_jit
+def wino_output_cl(mt, y, at, bias, has_bias, th, tw):
+    """wino_output from M channels-last, (alpha^2, n*th*tw, O): the product V U^T, which BLAS
+    runs 1.3-2.4x faster than U V^T at 32-64 channels (K = C is small; 166 against 69 GFLOP/s for
+    36 planes of 32 x 32 by 512 tiles, one thread). Tile by tile, every sum of A^T M A one loop
+    over the output channels (contiguous: vectorised) into an image buffer, rows of (OW', O)
+    in L1, then each output row transposed into y's NCHW. The sums are wino_output's (coefficient
+    times value in the order of A^T's columns, zeros skipped, then + bias), so y is bit for bit
+    the same."""
+    n, o, oh, ow = y.shape
+    mo, alpha = at.shape
+    tiles = th * tw
+    uo = U(o)
+    mf = mt.reshape(-1)
+    yf = y.reshape(-1)
+    ps = U(n * tiles) * uo  # one of M's alpha^2 planes
+    s = numpy.empty(mo * alpha * o, dtype=y.dtype)  # [a, l, o]: A^T along the tile rows
+    wz = U(tw * mo)  # the image buffer's row: whole tiles
+    z = numpy.empty(th * mo * tw * mo * o, dtype=y.dtype)  # [row, column, o]
+    for b in range(n):
+        for ti in range(th):
+            for tj in range(tw):
+                col = U(b * tiles + ti * tw + tj) * uo
+                for a in range(mo):  # s[a, e'] = sum_l at[a, l] M[l*alpha + e']
+                    for e in range(alpha):
+                        d = U(a * alpha + e) * uo
+                        first = True
+                        for l in range(alpha):
+                            coef = at[a, l]
+                            if coef == 0:
+                                continue
+                            src = U(l * alpha + e) * ps + col
+                            if first:
+                                for k in range(uo):
+                                    s[d + k] = coef * mf[src + k]
+                                first = False
+                            else:
+                                for k in range(uo):
+                                    s[d + k] += coef * mf[src + k]
+                for a in range(mo):  # z[a, e] = sum_l at[e, l] s[a, l]
+                    for e in range(mo):
+                        d = (U(ti * mo + a) * wz + U(tj * mo + e)) * uo
+                        first = True
+                        for l in range(alpha):
+                            coef = at[e, l]
+                            if coef == 0:
+                                continue
+                            src = U(a * alpha + l) * uo
+                            if first:
+                                for k in range(uo):
+                                    z[d + k] = coef * s[src + k]
+                                first = False
+                            else:
+                                for k in range(uo):
+                                    z[d + k] += coef * s[src + k]
+        for r in range(oh):  # + bias, each row transposed into NCHW (reads within one row of z)
+            zr = U(r) * wz * uo
+            for oc in range(uo):
+                dst = ((U(b) * uo + oc) * U(oh) + U(r)) * U(ow)
+                src = zr + oc
+                if has_bias:
+                    add = bias[oc]
+                    for q in range(U(ow)):
+                        yf[dst + q] = z[src + q * uo] + add
+                else:  # + 0 as wino_output (a -0.0 comes out +0.0)
+                    for q in range(U(ow)):
+                        yf[dst + q] = z[src + q * uo] + 0
+
+
+@_jit
 def _wino_grad_output_f2(gy, mm, th, tw):
     """wino_grad_output for F(2x2, 3x3) unrolled (A = [[1, 0], [1, 1], [1, -1], [0, -1]]): a
     tile's four gradients in registers, its 16 values into a small buffer per image, then copied
@@ -767,6 +836,7 @@ def warm_up() -> float:
             mm = numpy.empty((alpha * alpha, 1, 4), dtype)  # 1 channel by 4 tiles
             out = numpy.empty((1, 1, 2 * m, 2 * m), dtype)
             wino_output(mm, out, at, numpy.zeros(1, dtype), False, 2, 2)
+            wino_output_cl(numpy.empty((alpha * alpha, 4, 1), dtype), out, at, numpy.zeros(1, dtype), False, 2, 2)
             wino_grad_output(out, mm, at, 2, 2)
         y = numpy.empty((1, 1, 2, 2), dtype)
         am = numpy.empty((1, 1, 2, 2), numpy.int8)

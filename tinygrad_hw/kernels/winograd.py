@@ -208,16 +208,19 @@ def _compiled_matrices(m: int, dtype: str):
     return bt, g, at, numpy.kron(g, g)
 
 
-def _compiled_filter(be, w, gg):
-    """U (alpha^2, O, C) = G w G^T for every (o, c), with ``gg`` = G (x) G."""
+def _compiled_filter(be, w, gg, transposed=False):
+    """U (alpha^2, O, C) = G w G^T for every (o, c), with ``gg`` = G (x) G; ``transposed``:
+    U^T, (alpha^2, C, O)."""
     o, c = w.shape[:2]
     # one small product (einsum's own loop took ~1 ms a call here), on one BLAS thread: woken
     # BLAS threads would spin against the chunk workers that come next
     # gg (alpha^2, 9) @ w^T (9, O*C) comes out in U's layout: no transposing copy (the copy of
-    # (w @ gg^T)^T took ~1 ms a call for 128 x 128 channels, 10 ms a step of vgg_style)
+    # (w @ gg^T)^T took ~1 ms a call for 128 x 128 channels, 10 ms a step of vgg_style); for U^T
+    # the weights are transposed first (9 / alpha^2 of U's size)
+    rows = w.transpose(1, 0, 2, 3).reshape(c * o, 9) if transposed else w.reshape(o * c, 9)
     with single_threaded_blas(be, o * c * 9 * gg.shape[0]):
-        u = gg @ w.reshape(o * c, 9).T
-    return u.reshape(gg.shape[0], o, c)
+        u = gg @ rows.T
+    return u.reshape((gg.shape[0], c, o) if transposed else (gg.shape[0], o, c))
 
 
 def _compiled_forward(be, x, w, padding, y, bias):
@@ -227,10 +230,12 @@ def _compiled_forward(be, x, w, padding, y, bias):
     o, oh, ow = y.shape[1:]
     m = tile_size((oh, ow), min(c, o))
     bt, _, at, gg = _compiled_matrices(m, x.dtype.str)
-    u = _compiled_filter(be, w.astype(x.dtype, copy=False), gg)
+    last = c >= compiled.CHANNELS_LAST_MIN  # V's layout (see compiled.wino_input)
+    # channels-last V: M^T = V U^T, channels-last too (BLAS runs it 1.3-2.4x faster than U V^T
+    # when C is small, see compiled.wino_output_cl); channel-major V: M = U V
+    u = _compiled_filter(be, w.astype(x.dtype, copy=False), gg, transposed=last)
     th, tw = -(-oh // m), -(-ow // m)
     planes = u.shape[0]
-    last = c >= compiled.CHANNELS_LAST_MIN  # V's layout (see compiled.wino_input)
     x = xp.ascontiguousarray(x)
     has_bias = bias is not None
     bias = xp.ascontiguousarray(bias, dtype=x.dtype) if has_bias else xp.zeros(1, x.dtype)
@@ -240,9 +245,14 @@ def _compiled_forward(be, x, w, padding, y, bias):
         cols = (n1 - n0) * th * tw
         v = workspace(be, "wino_v", (planes, cols, c) if last else (planes, c, cols), x.dtype)
         compiled.wino_input(x[n0:n1], v, bt, m, padding[0], padding[2], th, tw, last)
-        prod = workspace(be, "gemm", (planes, o, cols), x.dtype)
-        xp.matmul(u, v.transpose(0, 2, 1) if last else v, out=prod)
-        compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw)
+        if last:
+            prod = workspace(be, "gemm", (planes, cols, o), x.dtype)
+            xp.matmul(v, u, out=prod)
+            compiled.wino_output_cl(prod, y[n0:n1], at, bias, has_bias, th, tw)
+        else:
+            prod = workspace(be, "gemm", (planes, o, cols), x.dtype)
+            xp.matmul(u, v, out=prod)
+            compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw)
 
     map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
 
