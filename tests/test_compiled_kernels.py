@@ -325,10 +325,14 @@ def test_winograd_output_transform_equals_matrix_form(m, n, o, oh, ow, has_bias,
     ref = z.reshape(n, o, th * m, tw * m)[:, :, :oh, :ow] + (bias.astype(np.float64).reshape(1, o, 1, 1) if has_bias else 0)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * 10 * (1 + np.abs(ref).max()))
-    # from M channels-last (the forward's V U^T): the same sums, so bit for bit the same y
-    y_cl = np.full_like(y, np.nan)
-    compiled.wino_output_cl(np.ascontiguousarray(mm.transpose(0, 2, 1)), y_cl, at, bias, has_bias, th, tw)
-    np.testing.assert_array_equal(y_cl, y)
+    # from M channels-last (the forward's V U^T): the same sums, so bit for bit the same y, by the
+    # unrolled kernels (standard A^T) and by the generic loops (A^T with its rows swapped)
+    mt = np.ascontiguousarray(mm.transpose(0, 2, 1))
+    for matrix in (at, np.ascontiguousarray(at[::-1])):
+        y_ref, y_cl = np.full_like(y, np.nan), np.full_like(y, np.nan)
+        compiled.wino_output(mm, y_ref, matrix, bias, has_bias, th, tw)
+        compiled.wino_output_cl(mt, y_cl, matrix, bias, has_bias, th, tw)
+        np.testing.assert_array_equal(y_cl, y_ref)
 
 
 @settings(max_examples=40, deadline=None)

@@ -534,6 +534,110 @@ def wino_output(mm, y, at, bias, has_bias, th, tw):
 
 
 @_jit
+def _equals_flat(mat, ref):
+    """Whether every entry of ``mat`` equals ``ref``'s, row-major."""
+    flat = mat.reshape(-1) if mat.flags.c_contiguous else mat.copy().reshape(-1)
+    for i in range(flat.size):
+        if flat[i] != ref[i]:
+            return False
+    return True
+
+
+@_jit
+def _standard_at(at):
+    """Which unrolled output kernel ``at`` fits: 2 or 4 for winograd.TRANSFORMS' A^T of F(2x2) or
+    F(4x4), entry for entry, else 0 (the generic loops)."""
+    mo, alpha = at.shape
+    if mo == 2 and alpha == 4 and _equals_flat(at, (1, 1, 1, 0, 0, 1, -1, -1)):
+        return 2
+    if mo == 4 and alpha == 6 and _equals_flat(at, (1, 1, 1, 1, 1, 0, 0, 1, -1, 2, -2, 0,
+                                                     0, 1, 1, 4, 4, 0, 0, 1, -1, 8, -8, 1)):
+        return 4
+    return 0
+
+
+@_jit
+def _wino_output_cl_f2(mf, z, s, at, b, th, tw, ps, uo):
+    """wino_output_cl's tiles of image ``b`` for F(2x2, 3x3), unrolled: A^T along the tile rows
+    into ``s`` (2 x 4 rows of O), then along the columns into ``z``; the generic loops' sums
+    in their order (bit for bit). Two stages of few loads and stores each vectorise (one
+    loop with all 16 loads and 4 stores did not)."""
+    wz = U(tw * 2) * uo
+    for ti in range(th):
+        for tj in range(tw):
+            col = U((b * th + ti) * tw + tj) * uo
+            for e in range(4):  # s[a, e] = sum_l at[a, l] M[l*4 + e]
+                src = col + U(e) * ps
+                dst = U(e) * uo
+                for k in range(uo):
+                    i = src + k
+                    d0 = mf[i]
+                    d1 = mf[i + U(4) * ps]
+                    d2 = mf[i + U(8) * ps]
+                    d3 = mf[i + U(12) * ps]
+                    j = dst + k
+                    s[j] = d0 + d1 + d2
+                    s[j + U(4) * uo] = d1 - d2 - d3
+            for a in range(2):  # z[a, e] = sum_l at[e, l] s[a, l]
+                src = U(a * 4) * uo
+                dst = (U(ti * 2) + U(a)) * wz + U(tj * 2) * uo
+                for k in range(uo):
+                    i = src + k
+                    t0 = s[i]
+                    t1 = s[i + U(1) * uo]
+                    t2 = s[i + U(2) * uo]
+                    t3 = s[i + U(3) * uo]
+                    j = dst + k
+                    z[j] = t0 + t1 + t2
+                    z[j + U(1) * uo] = t1 - t2 - t3
+
+
+@_jit
+def _wino_output_cl_f4(mf, z, s, at, b, th, tw, ps, uo):
+    """wino_output_cl's tiles of image ``b`` for F(4x4, 3x3), unrolled: A^T along the tile rows
+    into ``s`` (4 x 6 rows of O), then along the columns into ``z``; the generic loops' sums
+    in their order (bit for bit). Two stages of few loads and stores each vectorise (one
+    loop with all 36 loads and 16 stores did not)."""
+    c2, c4, c8 = at[1, 3], at[2, 3], at[3, 3]  # 2, 4, 8 in y's dtype (no float64 promotion)
+    wz = U(tw * 4) * uo
+    for ti in range(th):
+        for tj in range(tw):
+            col = U((b * th + ti) * tw + tj) * uo
+            for e in range(6):  # s[a, e] = sum_l at[a, l] M[l*6 + e]
+                src = col + U(e) * ps
+                dst = U(e) * uo
+                for k in range(uo):
+                    i = src + k
+                    d0 = mf[i]
+                    d1 = mf[i + U(6) * ps]
+                    d2 = mf[i + U(12) * ps]
+                    d3 = mf[i + U(18) * ps]
+                    d4 = mf[i + U(24) * ps]
+                    d5 = mf[i + U(30) * ps]
+                    j = dst + k
+                    s[j] = d0 + d1 + d2 + d3 + d4
+                    s[j + U(6) * uo] = d1 - d2 + c2 * d3 - c2 * d4
+                    s[j + U(12) * uo] = d1 + d2 + c4 * d3 + c4 * d4
+                    s[j + U(18) * uo] = d1 - d2 + c8 * d3 - c8 * d4 + d5
+            for a in range(4):  # z[a, e] = sum_l at[e, l] s[a, l]
+                src = U(a * 6) * uo
+                dst = (U(ti * 4) + U(a)) * wz + U(tj * 4) * uo
+                for k in range(uo):
+                    i = src + k
+                    t0 = s[i]
+                    t1 = s[i + U(1) * uo]
+                    t2 = s[i + U(2) * uo]
+                    t3 = s[i + U(3) * uo]
+                    t4 = s[i + U(4) * uo]
+                    t5 = s[i + U(5) * uo]
+                    j = dst + k
+                    z[j] = t0 + t1 + t2 + t3 + t4
+                    z[j + U(1) * uo] = t1 - t2 + c2 * t3 - c2 * t4
+                    z[j + U(2) * uo] = t1 + t2 + c4 * t3 + c4 * t4
+                    z[j + U(3) * uo] = t1 - t2 + c8 * t3 - c8 * t4 + t5
+
+
+@_jit
 def wino_output_cl(mt, y, at, bias, has_bias, th, tw):
     """wino_output from M channels-last, (alpha^2, n*th*tw, O): the product V U^T, which BLAS
     runs 1.3-2.4x faster than U V^T at 32-64 channels (K = C is small; 166 against 69 GFLOP/s for
@@ -552,8 +656,13 @@ def wino_output_cl(mt, y, at, bias, has_bias, th, tw):
     s = numpy.empty(mo * alpha * o, dtype=y.dtype)  # [a, l, o]: A^T along the tile rows
     wz = U(tw * mo)  # the image buffer's row: whole tiles
     z = numpy.empty(th * mo * tw * mo * o, dtype=y.dtype)  # [row, column, o]
+    unrolled = _standard_at(at)
     for b in range(n):
-        for ti in range(th):
+        if unrolled == 2:
+            _wino_output_cl_f2(mf, z, s, at, b, th, tw, ps, uo)
+        elif unrolled == 4:
+            _wino_output_cl_f4(mf, z, s, at, b, th, tw, ps, uo)
+        for ti in range(th if unrolled == 0 else 0):
             for tj in range(tw):
                 col = U(b * tiles + ti * tw + tj) * uo
                 for a in range(mo):  # s[a, e'] = sum_l at[a, l] M[l*alpha + e']

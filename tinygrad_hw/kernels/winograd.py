@@ -254,7 +254,7 @@ def _compiled_forward(be, x, w, padding, y, bias):
             xp.matmul(u, v, out=prod)
             compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw)
 
-    map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
+    map_chunks(be, chunk, image_chunks(be, n, planes * (c + o) * th * tw * x.dtype.itemsize))
 
 
 def _compiled_weight_grad(be, x, gy, padding):
@@ -278,7 +278,7 @@ def _compiled_weight_grad(be, x, gy, padding):
         compiled.wino_grad_output(gy[n0:n1], prod, at, th, tw)
         return xp.matmul(prod, v if last else v.transpose(0, 2, 1))  # (alpha^2, O, C), fresh
 
-    parts = map_chunks(be, chunk, image_chunks(be, n, planes * c * th * tw * x.dtype.itemsize))
+    parts = map_chunks(be, chunk, image_chunks(be, n, planes * (c + o) * th * tw * x.dtype.itemsize))
     du = parts[0]
     for part in parts[1:]:
         du += part
