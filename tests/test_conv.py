@@ -24,12 +24,15 @@ def _rng(seed):
     return np.random.default_rng(seed)
 
 
-@pytest.fixture(params=["whole", "chunked", "winograd"])
+@pytest.fixture(params=["whole", "by_image", "chunked", "winograd"])
 def conv_path(request, monkeypatch):
     """Run a test through each code path of the NumPy kernels: the whole batch in one chunk;
     one image per chunk (CHUNK_BYTES=1, chunks shared by worker threads; DEVICE_CHUNK_BYTES=1 on
     CuPy, chunks in turn); and Winograd for every
-    3x3 / stride-1 convolution whatever its channel count."""
+    3x3 / stride-1 convolution whatever its channel count. im2col runs one product per image in
+    "by_image" (the whole batch in one chunk) and "chunked", else one product for the whole
+    chunk (BY_IMAGE_MIN_POSITIONS)."""
+    monkeypatch.setattr(cv, "BY_IMAGE_MIN_POSITIONS", 1 if request.param in ("by_image", "chunked") else 10**9)
     if request.param in ("chunked", "winograd"):
         monkeypatch.setattr(scratch, "CHUNK_BYTES", 1)
         monkeypatch.setattr(scratch, "DEVICE_CHUNK_BYTES", 1)  # the same on the device backend
