@@ -21,6 +21,27 @@ def test_split_matmul_equals_numpy(monkeypatch, shape, workers):
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("count,shape", [(1, (3, 4)), (2, (5,)), (7, (36, 33, 17)), (5, (2, 3))])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_sum_parts_is_the_sequential_sum_bit_for_bit(monkeypatch, count, shape, workers):
+    monkeypatch.setattr(parallel, "WORKERS", workers)
+    monkeypatch.setattr(parallel, "SPLIT_BYTES", 1)  # split even the smallest of these
+    rng = np.random.default_rng(count)
+    parts = [(rng.standard_normal(shape) * 10.0 ** rng.integers(-4, 4)).astype(np.float32) for _ in range(count)]
+    expected = parts[0].copy()
+    for part in parts[1:]:
+        expected += part
+    copies = [p.copy() for p in parts]
+    total = parallel.sum_parts(get_backend("numpy"), copies)
+    assert total is copies[0]
+    np.testing.assert_array_equal(total, expected)
+    # into a non-contiguous first part too
+    base = np.zeros(shape + (2,), np.float32)
+    first = base[..., 0]
+    first[...] = parts[0]
+    np.testing.assert_array_equal(parallel.sum_parts(get_backend("numpy"), [first] + parts[1:]), expected)
+
+
 def test_blas_threads_are_restored_after_a_kernel(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     monkeypatch.setattr(parallel, "WORKERS", 2)

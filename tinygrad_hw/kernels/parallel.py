@@ -29,7 +29,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
-__all__ = ["WORKERS", "worker_count", "map_chunks", "matmul", "single_threaded_blas", "split_ranges",
+__all__ = ["WORKERS", "worker_count", "map_chunks", "matmul", "sum_parts", "single_threaded_blas", "split_ranges",
            "limit_blas_threads"]
 
 # Threads that take chunks of a kernel on NumPy (the calling thread is one of them).
@@ -199,6 +199,31 @@ def matmul(be, a, b):
 
     map_chunks(be, block, list(range(0, m, step)))
     return out
+
+
+def sum_parts(be, parts):
+    """``parts[0] + parts[1] + ...`` (same shapes), added in that order into ``parts[0]``: bit
+    for bit the sequential loop, whoever runs it. On NumPy the elements are cut into one block
+    per worker from ``SPLIT_BYTES`` (the weight gradients' per-chunk partial sums: 2.4 MB each
+    at 128 x 128 channels, ~2 ms a step of vgg_style summed in the calling thread alone)."""
+    total = parts[0]
+    if len(parts) < 2:
+        return total
+    if not total.flags.c_contiguous:  # (a flat view of it would be a copy)
+        for part in parts[1:]:
+            total += part
+        return total
+    flat = [p.reshape(-1) for p in parts]
+    size = flat[0].size
+
+    def add(span):
+        lo, hi = span
+        acc = flat[0][lo:hi]
+        for part in flat[1:]:
+            acc += part[lo:hi]
+
+    map_chunks(be, add, split_ranges(be, size, size * total.itemsize * len(parts)))
+    return total
 
 
 def split_ranges(be, length, nbytes):

@@ -21,7 +21,7 @@ import numpy
 
 from . import compiled
 from .geometry import valid_range
-from .parallel import map_chunks, single_threaded_blas
+from .parallel import map_chunks, single_threaded_blas, sum_parts
 from .scratch import bordered_workspace, image_chunks, workspace
 
 __all__ = ["ENABLED", "MIN_CHANNELS", "MIN_SIZE", "COMPILED_MIN_CHANNELS", "COMPILED_MIN_SIZE", "FOUR_FROM", "FOUR_MIN_CHANNELS",
@@ -279,9 +279,7 @@ def _compiled_weight_grad(be, x, gy, padding):
         return xp.matmul(prod, v if last else v.transpose(0, 2, 1))  # (alpha^2, O, C), fresh
 
     parts = map_chunks(be, chunk, image_chunks(be, n, planes * (c + o) * th * tw * x.dtype.itemsize))
-    du = parts[0]
-    for part in parts[1:]:
-        du += part
+    du = sum_parts(be, parts)
     # U = gg w, so dw = gg^T dU
     with single_threaded_blas(be, o * c * planes * 9):
         return (du.reshape(planes, o * c).T @ gg).reshape(o, c, 3, 3)
