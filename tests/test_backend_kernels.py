@@ -68,3 +68,36 @@ def test_deterministic_mode_makes_gradients_of_repeated_indices_reproducible(bac
         np.testing.assert_array_equal(grads[0], grads[1])
     finally:
         hw.use_deterministic_algorithms(False)
+
+
+_FAULTS_OF_A_FRESH_ARRAY = """
+import platform, resource, sys
+import numpy as np
+import tinygrad_hw as hw
+hw.backend.get_backend("numpy")  # the NumPy backend, made on first use
+from tinygrad_hw import backend
+a = np.ones(64 << 18, np.float32)  # 64 MiB, allocated and freed once
+del a
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+a = np.ones(64 << 18, np.float32)  # ... and again: faulted in again unless malloc kept it
+print(backend.keep_freed_memory(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.parametrize("keep", ["1", "0"])
+def test_numpy_backend_keeps_freed_memory_in_the_process(keep):
+    """A step's activations, freed and allocated again, are not page-faulted back in every step
+    (glibc's mallopt), unless TINYGRAD_HW_KEEP_FREED_MEMORY=0 leaves malloc as it is."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, TINYGRAD_HW_KEEP_FREED_MEMORY=keep)
+    out = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_FRESH_ARRAY], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    tuned, faults = out[0] == "True", int(out[1])
+    assert tuned == (keep == "1")
+    if tuned:
+        assert faults < 16  # kept: at most a few pages of bookkeeping
+    else:
+        assert faults > 16  # 64 MiB mapped anew: hundreds of faults (huge pages) or thousands
