@@ -238,7 +238,7 @@ def test_active_only_for_float_numpy_arrays(monkeypatch):
 def test_warm_up_compiles_every_kernel():
     assert compiled.warm_up() >= 0.0
     for kernel in (compiled.col2im, compiled.wino_input, compiled.wino_output, compiled.wino_output_cl,
-                   compiled.wino_grad_output, compiled.max_pool_forward, compiled.max_pool_backward,
+                   compiled.wino_grad_output, compiled.wino_grad_output_cl, compiled.max_pool_forward, compiled.max_pool_backward,
                    compiled.max_pool_2x2_forward, compiled.max_pool_2x2_backward):
         assert len(kernel.signatures) >= 2, kernel  # float32 and float64
 
@@ -352,6 +352,14 @@ def test_unrolled_winograd_grad_output_equals_generic(m, n, o, oh, ow, dtype, se
     compiled.wino_grad_output_generic(gy, mm_ref, at, th, tw)
     compiled.wino_grad_output(gy, mm, at, th, tw)  # (the unrolled kernel up to 4 tiles a row)
     np.testing.assert_array_equal(mm, mm_ref)
+    # into M channels-last, by the unrolled kernels (standard A^T) and the generic loops (A^T with
+    # its rows swapped), bit for bit the same values
+    for matrix in (at, np.ascontiguousarray(at[::-1])):
+        ref = np.full_like(mm, np.nan)
+        compiled.wino_grad_output_generic(gy, ref, matrix, th, tw)
+        mt = np.full((alpha * alpha, n * th * tw, o), np.nan, dtype)
+        compiled.wino_grad_output_cl(gy, mt, matrix, th, tw)
+        np.testing.assert_array_equal(mt, ref.transpose(0, 2, 1))
     if m == 2:  # the unrolled kernel at every width
         mm[:] = np.nan
         compiled._wino_grad_output_f2(gy, mm, th, tw)
