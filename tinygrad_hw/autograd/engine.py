@@ -50,8 +50,9 @@ def backward(tensor, gradient=None, retain_graph=None, create_graph=False):
         if tensor.data.size != 1:
             raise RuntimeError(f"backward(): grad can be implicitly created only for scalar "
                                f"outputs; this tensor has shape {tensor.shape}, pass gradient=")
-        gradient = tensor._make(tensor._be.xp.ones(tensor.shape, dtype=tensor.dtype), tensor._be)
-    gradient = _as_grad(gradient, tensor)
+        gradient = tensor._make(tensor._be.xp.ones(tensor.data.shape, dtype=tensor.dtype), tensor._be)
+    else:
+        gradient = _as_grad(gradient, tensor)
     if retain_graph is None:
         retain_graph = create_graph
     state = _mode.state  # the callbacks queued during this thread's backward() (None outside one)
@@ -120,22 +121,24 @@ def _topological(roots):
     edges point from each op to the ops that made its inputs (``fn.edges``), not to tensors."""
     order, seen = [], set()
     stack = [(r._ctx, False) for r in roots if r._ctx is not None]
+    push, pop, emit, mark = stack.append, stack.pop, order.append, seen.add  # once per backward
     while stack:
-        fn, expanded = stack.pop()
+        fn, expanded = pop()
         if expanded:
-            order.append(fn)
+            emit(fn)
             continue
-        if id(fn) in seen:
+        key = id(fn)
+        if key in seen:
             continue
-        seen.add(id(fn))
+        mark(key)
         try:
             edges = fn.edges
         except AttributeError:
             raise fn._freed_error() from None
-        stack.append((fn, True))
+        push((fn, True))
         for e in edges:
-            if e is not None and id(e) not in seen and isinstance(e, Function):
-                stack.append((e, False))
+            if isinstance(e, Function) and id(e) not in seen:  # not None, not a leaf tensor
+                push((e, False))
     return order
 
 
@@ -150,9 +153,11 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
     wanted_ids = None if wanted is None else {id(_node_of(w)) for w in wanted}
     captured = {}
     anomaly = _mode.state.anomaly  # this thread's anomaly mode when backward() was called
+    order = _topological(roots)
+    pop, get = grads.pop, grads.get
     with _mode.set_grad_mode(create_graph):
-        for fn in reversed(_topological(roots)):
-            entry = grads.pop(id(fn), None)
+        for fn in reversed(order):
+            entry = pop(id(fn), None)
             if entry is not None:
                 g = entry[1]
                 if wanted_ids is not None:
@@ -179,12 +184,14 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
                             shape, dtype = data.shape, data.dtype
                         else:
                             shape, dtype = meta
-                        if gi.data.shape != shape:
+                        data = gi.data
+                        if data.shape != shape:
                             gi = gi.sum_to(shape)
-                        if gi.data.dtype != dtype:
+                            data = gi.data
+                        if data.dtype != dtype:
                             gi = gi.astype(dtype)
                         key = id(edge)
-                        previous = grads.get(key)
+                        previous = get(key)
                         if previous is None:
                             grads[key] = [edge, gi]
                         else:
@@ -199,15 +206,19 @@ def _backprop(roots, root_grads, retain_graph, create_graph, wanted=None):
             if key in wanted_ids:
                 captured[key] = g
         elif t.requires_grad:
-            if t.grad is not None:
-                g = t.grad + g
+            old = t.grad
+            if old is not None:
+                g = old + g
             elif not create_graph:
                 g = _owned(g, stored)
-            t.grad = g if create_graph else g.detach()
-            stored.add(id(t.grad.data))
-            entry = _leaf_hooks.get(key)
-            if entry is not None and entry[0]() is t:
-                hooked.append((t, entry[1]))
+            if not create_graph:
+                g = g.detach()
+            t.grad = g
+            stored.add(id(g.data))
+            if _leaf_hooks:
+                entry = _leaf_hooks.get(key)
+                if entry is not None and entry[0]() is t:
+                    hooked.append((t, entry[1]))
     # after every leaf is stored: a hook may then change any .grad in place safely
     for t, hooks in hooked:
         for hook in list(hooks):

@@ -170,6 +170,24 @@ class Function:
         return out
 
     @classmethod
+    def compute(cls, backend, *arrays, **params):
+        """``forward`` on ``arrays`` of ``backend``, returning the array: no tensors, no node,
+        no checks. For a plain first-order backward (:func:`first_order`), which records and
+        checks nothing anyway, to make a gradient with another op's forward without ``apply``."""
+        if cls._plain_init:
+            fn = _new_object(cls)
+            d = fn.__dict__
+            d["backend"] = backend
+            d["xp"] = backend.xp
+            if params:
+                d.update(params)
+        else:
+            fn = cls(backend, **params)
+        n = len(arrays)
+        fn.needs_input_grad = _NO_GRADS[n] if n < 4 else (False,) * n
+        return fn.forward(*arrays)
+
+    @classmethod
     def _backend_error(cls, be, other):
         raise ValueError(f"{cls.__name__}: tensors on two backends, {be.name} and "
                          f"{other.name}; move one with .to({be.name!r})")
@@ -184,8 +202,11 @@ class Function:
         needs a gradient (the gradient of a product in one factor reads the others). ``groups``
         are tuples of positions; none given: all inputs form one group."""
         need = self.needs_input_grad
-        if not groups and len(need) == 2:  # the common case, without the generators
+        if not groups and len(need) == 2:  # the common cases, without the generators
             self.saves = _PARTNERS[need]
+            return
+        if groups == ((0, 1),):  # a pair among more inputs (a convolution and its bias)
+            self.saves = _PARTNERS[need[0], need[1]]
             return
         groups = groups or (tuple(range(len(need))),)
         self.saves = tuple(j for group in groups for j in group

@@ -39,12 +39,22 @@ class _ConvFamily(Function):
         tensors = dict(zip(self.roles, self.inputs[:2]))
         tensors[self.makes] = cotangent
         sizes = dict(zip(self.roles, self.in_hw))
+        # a plain first-order pass records and checks nothing: the member's forward straight
+        # on the arrays (Function.compute), without apply's bookkeeping
+        direct = first_order()
         grads = []
         for role, need in zip(self.roles, self.needs_input_grad):
+            if not need:
+                grads.append(None)
+                continue
             maker = _MAKERS[role]
-            size = {maker.size_param: sizes[role]}
-            grads.append(maker.apply(*(tensors[r] for r in maker.roles), **size, **self.geometry())
-                         if need else None)
+            a, b = (tensors[r] for r in maker.roles)
+            if direct:
+                grads.append(self.const(maker.compute(self.backend, a.data, b.data,
+                                                      **{maker.size_param: sizes[role]},
+                                                      **self.geometry())))
+            else:
+                grads.append(maker.apply(a, b, **{maker.size_param: sizes[role]}, **self.geometry()))
         return tuple(grads)
 
 

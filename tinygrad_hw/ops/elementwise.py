@@ -41,8 +41,15 @@ class Mul(Function):
 
     def backward(self, g):
         a, b = self.inputs
-        return (g * b if self.needs_input_grad[0] else None,
-                g * a if self.needs_input_grad[1] else None)
+        need_a, need_b = self.needs_input_grad
+        if first_order():  # Mul's forward on the arrays: nothing to record
+            return (self._times(g, b) if need_a else None, self._times(g, a) if need_b else None)
+        return (g * b if need_a else None, g * a if need_b else None)
+
+    def _times(self, g, t):
+        """``g * t`` on the arrays where the dtypes agree, else through ``*`` (which promotes)."""
+        gd = g.data
+        return self.const(gd * t.data) if t.data.dtype == gd.dtype else g * t
 
 
 class Div(Function):

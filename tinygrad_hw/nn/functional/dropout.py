@@ -1,6 +1,7 @@
 """Dropout of elements and of whole channels."""
 from __future__ import annotations
 
+from ...ops import Mul
 from ..validation import check_float, check_probability
 
 __all__ = ['dropout', 'dropout2d']
@@ -8,8 +9,9 @@ __all__ = ['dropout', 'dropout2d']
 
 def _apply_mask(input, keep):
     """``input * keep / (1 - p)``: the mask is a constant in the graph, so backward (of any
-    order) reuses exactly the mask drawn in forward."""
-    return input * input._const(keep)
+    order) reuses exactly the mask drawn in forward. ``keep`` has the input's dtype and a shape
+    that broadcasts to it: the product is ``Mul`` itself (what ``*`` checks is known)."""
+    return Mul.apply(input, input._const(keep))
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
