@@ -198,7 +198,7 @@ def test_network_gradients_compiled_equal_reference(monkeypatch, net):
 
 def test_compiled_policy_takes_smaller_layers(monkeypatch):
     """With the compiled kernels Winograd takes layers from 4 channels and 4x4 outputs, F(4x4)
-    from 16x16; without them the NumPy policy (32 channels, 8x8) holds."""
+    from 8x8 outputs and 16 channels; without them the NumPy policy (32 channels, 8x8) holds."""
     monkeypatch.setattr(compiled, "ENABLED", True)
     be = get_backend("numpy")
     f32 = np.dtype(np.float32)
@@ -208,7 +208,8 @@ def test_compiled_policy_takes_smaller_layers(monkeypatch):
     assert not winograd.applies(be, 3, 32, *geom, (32, 32))
     assert winograd.tile_size((16, 16), 32) == 4 and winograd.tile_size((8, 8), 64) == 4
     assert winograd.tile_size((4, 4), 128) == 2
-    assert winograd.tile_size((32, 32), 16) == 2
+    assert winograd.tile_size((32, 32), 16) == 4  # F(4x4) from FOUR_MIN_CHANNELS = 16 channels
+    assert winograd.tile_size((32, 32), 12) == 2
     monkeypatch.setattr(compiled, "ENABLED", False)
     assert not winograd.applies(be, 6, 12, *geom, (16, 16))
     assert not winograd.applies(be, 128, 128, *geom, (4, 4))
