@@ -75,3 +75,35 @@ def on_cupy_standin() -> bool:
     except ImportError:
         return False
     return bool(getattr(cupy, "STANDIN", False))
+
+
+def second_order_against_torch(backend, hw_fn, torch_fn, arrays, seed, rtol=1e-9):
+    """d/d(inputs, upstream) of sum_i <d f / d input_i (upstream), v_i>, ours against torch.
+
+    The upstream gradient is itself a variable, so this exercises the backward of every op that
+    the first backward recorded (for conv: Conv2dInputGrad and Conv2dWeightGrad in both inputs)."""
+    import torch
+
+    import tinygrad_hw as hw
+    from tinygrad_hw.testing import assert_close
+
+    rng = np.random.default_rng(seed)
+    xs = [hw.Tensor(a, backend=backend, requires_grad=True) for a in arrays]
+    ts = [torch.from_numpy(a.copy()).requires_grad_() for a in arrays]
+    out, ref = hw_fn(*xs), torch_fn(*ts)
+    up = rng.standard_normal(out.shape)
+    u, ut = hw.Tensor(up, backend=backend, requires_grad=True), torch.from_numpy(up).requires_grad_()
+    g_hw = hw.grad([out], xs, [u], create_graph=True)
+    g_t = torch.autograd.grad([ref], ts, [ut], create_graph=True)
+    for g in g_hw:
+        assert g.requires_grad, "create_graph=True gave a gradient with no graph"
+    vs = [rng.standard_normal(a.shape) for a in arrays]
+    s_hw = sum((g * hw.Tensor(v, backend=backend)).sum() for g, v in zip(g_hw, vs))
+    s_t = sum((g * torch.from_numpy(v)).sum() for g, v in zip(g_t, vs))
+    gg_hw = hw.grad([s_hw], xs + [u], allow_unused=True)
+    gg_t = torch.autograd.grad([s_t], ts + [ut], allow_unused=True)
+    for i, (a, b) in enumerate(zip(gg_hw, gg_t)):
+        shape = up.shape if i == len(arrays) else arrays[i].shape
+        a = np.zeros(shape) if a is None else a.numpy()
+        b = np.zeros(shape) if b is None else b.detach().numpy()
+        assert_close(a, b, rtol, f"second-order gradient {i}")

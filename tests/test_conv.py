@@ -16,6 +16,8 @@ from tinygrad_hw.backend import get_backend
 
 from tinygrad_hw.testing import assert_close, compare_with_torch
 
+from helpers import second_order_against_torch
+
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-9, np.float32: 1e-4}
 
@@ -179,34 +181,9 @@ def test_conv_transpose2d_matches_torch(backend, conv_path, case):
                        arrays, backend=backend, rtol=TOL[case["dtype"]], seed=case["seed"])
 
 
-def _second_order(backend, hw_fn, torch_fn, arrays, seed, rtol=1e-9):
-    """d/d(inputs, upstream) of sum_i <d f / d input_i (upstream), v_i>, ours against torch.
-
-    The upstream gradient is itself a variable, so this exercises the backward of every op that
-    the first backward recorded (for conv: Conv2dInputGrad and Conv2dWeightGrad in both inputs)."""
-    rng = _rng(seed)
-    xs = [hw.Tensor(a, backend=backend, requires_grad=True) for a in arrays]
-    ts = [torch.from_numpy(a.copy()).requires_grad_() for a in arrays]
-    out, ref = hw_fn(*xs), torch_fn(*ts)
-    up = rng.standard_normal(out.shape)
-    u, ut = hw.Tensor(up, backend=backend, requires_grad=True), torch.from_numpy(up).requires_grad_()
-    g_hw = hw.grad([out], xs, [u], create_graph=True)
-    g_t = torch.autograd.grad([ref], ts, [ut], create_graph=True)
-    vs = [rng.standard_normal(a.shape) for a in arrays]
-    s_hw = sum((g * hw.Tensor(v, backend=backend)).sum() for g, v in zip(g_hw, vs))
-    s_t = sum((g * torch.from_numpy(v)).sum() for g, v in zip(g_t, vs))
-    gg_hw = hw.grad([s_hw], xs + [u], allow_unused=True)
-    gg_t = torch.autograd.grad([s_t], ts + [ut], allow_unused=True)
-    for i, (a, b) in enumerate(zip(gg_hw, gg_t)):
-        shape = up.shape if i == len(arrays) else arrays[i].shape
-        a = np.zeros(shape) if a is None else a.numpy()
-        b = np.zeros(shape) if b is None else b.detach().numpy()
-        assert_close(a, b, rtol, f"second-order gradient {i}")
-
-
 @settings(max_examples=12, deadline=None)
 @given(case=st.one_of(conv_cases(), winograd_cases()))
-def test_conv2d_second_order(backend, conv_path, case):
+def test_conv2dsecond_order_against_torch(backend, conv_path, case):
     rng = _rng(case["seed"])
     kh, kw = case["kernel"]
     x = rng.standard_normal((case["n"], case["cin"], case["h"], case["w"]))
@@ -214,20 +191,20 @@ def test_conv2d_second_order(backend, conv_path, case):
     b = rng.standard_normal(case["cout"])
     geom = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
     # tanh makes the second derivative in (x, w) non-trivial, not only the mixed terms
-    _second_order(backend, lambda x, w, b: hwF.conv2d(x, w, b, **geom).tanh(),
+    second_order_against_torch(backend, lambda x, w, b: hwF.conv2d(x, w, b, **geom).tanh(),
                   lambda x, w, b: F.conv2d(x, w, b, **geom).tanh(), [x, w, b], case["seed"])
 
 
 @settings(max_examples=8, deadline=None)
 @given(case=conv_cases(transposed=True))
-def test_conv_transpose2d_second_order(backend, case):
+def test_conv_transpose2dsecond_order_against_torch(backend, case):
     rng = _rng(case["seed"])
     kh, kw = case["kernel"]
     x = rng.standard_normal((case["n"], case["cin"], case["h"], case["w"]))
     w = rng.standard_normal((case["cin"], case["cout"] // case["groups"], kh, kw))
     geom = dict(stride=case["stride"], padding=case["padding"], output_padding=case["output_padding"],
                 dilation=case["dilation"], groups=case["groups"])
-    _second_order(backend, lambda x, w: hwF.conv_transpose2d(x, w, **geom).tanh(),
+    second_order_against_torch(backend, lambda x, w: hwF.conv_transpose2d(x, w, **geom).tanh(),
                   lambda x, w: F.conv_transpose2d(x, w, **geom).tanh(), [x, w], case["seed"])
 
 
@@ -317,13 +294,13 @@ def test_max_pool2d_matches_torch(backend, monkeypatch, case):
 
 @settings(max_examples=15, deadline=None)
 @given(case=pool_cases())
-def test_max_pool2d_second_order(backend, monkeypatch, case):
+def test_max_pool2dsecond_order_against_torch(backend, monkeypatch, case):
     monkeypatch.setattr(parallel, "SPLIT_BYTES", 1 if case["seed"] % 2 else parallel.SPLIT_BYTES)
     case["dtype"] = np.float64
     x = _pool_input(case)
     args = dict(kernel_size=case["kernel"], stride=case["stride"], padding=case["padding"],
                 dilation=case["dilation"], ceil_mode=case["ceil_mode"])
-    _second_order(backend, lambda t: hwF.max_pool2d(t, **args) ** 2, lambda t: F.max_pool2d(t, **args) ** 2,
+    second_order_against_torch(backend, lambda t: hwF.max_pool2d(t, **args) ** 2, lambda t: F.max_pool2d(t, **args) ** 2,
                   [x], case["seed"])
 
 
@@ -373,12 +350,12 @@ def test_avg_pool2d_matches_torch(backend, case, count_include_pad):
 
 @settings(max_examples=8, deadline=None)
 @given(case=pool_cases(with_dilation=False))
-def test_avg_pool2d_second_order(backend, case):
+def test_avg_pool2dsecond_order_against_torch(backend, case):
     case["dtype"] = np.float64
     x = _pool_input(case)
     args = dict(kernel_size=case["kernel"], stride=case["stride"], padding=case["padding"],
                 ceil_mode=case["ceil_mode"])
-    _second_order(backend, lambda t: hwF.avg_pool2d(t, **args) ** 2, lambda t: F.avg_pool2d(t, **args) ** 2,
+    second_order_against_torch(backend, lambda t: hwF.avg_pool2d(t, **args) ** 2, lambda t: F.avg_pool2d(t, **args) ** 2,
                   [x], case["seed"])
 
 
@@ -452,7 +429,7 @@ def test_max_pool2d_tiling_windows(backend, kernel, shape, ceil_mode):
     x = np.random.default_rng(7).integers(-2, 3, shape).astype(np.float64)
     args = dict(kernel_size=kernel, ceil_mode=ceil_mode)
     compare_with_torch(lambda t: hwF.max_pool2d(t, **args), lambda t: F.max_pool2d(t, **args), [x], backend=backend)
-    _second_order(backend, lambda t: hwF.max_pool2d(t, **args) ** 2, lambda t: F.max_pool2d(t, **args) ** 2, [x], 3)
+    second_order_against_torch(backend, lambda t: hwF.max_pool2d(t, **args) ** 2, lambda t: F.max_pool2d(t, **args) ** 2, [x], 3)
     x[0, 0, 1, 1] = np.nan
     y = hwF.max_pool2d(hw.Tensor(x, backend=backend), **args).numpy()
     np.testing.assert_array_equal(y, F.max_pool2d(torch.from_numpy(x), **args).numpy())

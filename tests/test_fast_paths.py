@@ -27,6 +27,8 @@ from tinygrad_hw.ops import conv as conv_ops
 from tinygrad_hw.ops import linalg
 from tinygrad_hw.testing import assert_close, compare_with_torch
 
+from helpers import second_order_against_torch
+
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-9, np.float32: 1e-4}
 
@@ -176,30 +178,6 @@ def test_conv2d_first_order_under_anomaly_mode_takes_the_recorded_makers(backend
 # --------------------------------------------------------------------------------------------------
 # convolution: second order (create_graph keeps the recorded makers)
 # --------------------------------------------------------------------------------------------------
-def _second_order(backend, hw_fn, torch_fn, arrays, seed, rtol=1e-9):
-    """d/d(inputs, upstream) of sum_i <d f / d input_i (upstream), v_i>, ours against torch."""
-    rng = _rng(seed)
-    xs = [hw.Tensor(a, backend=backend, requires_grad=True) for a in arrays]
-    ts = [torch.from_numpy(a.copy()).requires_grad_() for a in arrays]
-    out, ref = hw_fn(*xs), torch_fn(*ts)
-    up = rng.standard_normal(out.shape)
-    u, ut = hw.Tensor(up, backend=backend, requires_grad=True), torch.from_numpy(up).requires_grad_()
-    g_hw = hw.grad([out], xs, [u], create_graph=True)
-    g_t = torch.autograd.grad([ref], ts, [ut], create_graph=True)
-    for g in g_hw:
-        assert g.requires_grad, "create_graph=True gave a gradient with no graph"
-    vs = [rng.standard_normal(a.shape) for a in arrays]
-    s_hw = sum((g * hw.Tensor(v, backend=backend)).sum() for g, v in zip(g_hw, vs))
-    s_t = sum((g * torch.from_numpy(v)).sum() for g, v in zip(g_t, vs))
-    gg_hw = hw.grad([s_hw], xs + [u], allow_unused=True)
-    gg_t = torch.autograd.grad([s_t], ts + [ut], allow_unused=True)
-    for i, (a, b) in enumerate(zip(gg_hw, gg_t)):
-        shape = up.shape if i == len(arrays) else arrays[i].shape
-        a = np.zeros(shape) if a is None else a.numpy()
-        b = np.zeros(shape) if b is None else b.detach().numpy()
-        assert_close(a, b, rtol, f"second-order gradient {i}")
-
-
 @settings(max_examples=10, deadline=None)
 @given(case=conv_cases())
 def test_conv2d_second_order_after_the_fast_path(backend, case):
@@ -213,7 +191,7 @@ def test_conv2d_second_order_after_the_fast_path(backend, case):
     xt, wt = hw.Tensor(x, backend=backend, requires_grad=True), hw.Tensor(w, backend=backend, requires_grad=True)
     hwF.conv2d(xt, wt, **geom).tanh().sum().backward()
     assert not xt.grad.requires_grad and not wt.grad.requires_grad
-    _second_order(backend, lambda x, w, b: hwF.conv2d(x, w, b, **geom).tanh(),
+    second_order_against_torch(backend, lambda x, w, b: hwF.conv2d(x, w, b, **geom).tanh(),
                   lambda x, w, b: F.conv2d(x, w, b, **geom).tanh(), [x, w, b], case["seed"])
 
 
