@@ -360,9 +360,10 @@ def _spy_matmul(monkeypatch):
 @given(shape=linear_shapes(), dtype=st.sampled_from([np.float32, np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_x_times_wt_equals_numpy(monkeypatch, shape, dtype, seed):
     """linalg._x_times_wt(x, w) is x @ w.T: bit for bit NumPy's for every shape BLAS runs as one
-    product (the fast path's shapes included, which must skip parallel.matmul exactly where the
-    conditions say), to rounding where parallel.matmul splits it over the workers. The result is
-    a fresh C-contiguous array of the input dtype."""
+    product, except on the fast path's shapes (which must skip parallel.matmul exactly where the
+    conditions say), where it is (w @ x.T).T bit for bit and x @ w.T to rounding; to rounding
+    where parallel.matmul splits it over the workers. The result is a fresh C-contiguous array of
+    the input dtype."""
     m, k, n = shape
     be = get_backend("numpy")
     rng = _rng(seed)
@@ -374,7 +375,11 @@ def test_x_times_wt_equals_numpy(monkeypatch, shape, dtype, seed):
     assert (not calls) == fast, (shape, np.dtype(dtype).name, calls)
     assert out.dtype == np.dtype(dtype) and out.shape == (m, n) and out.flags.c_contiguous
     ref = x @ w.T
-    if m * k * n < parallel.MATMUL_SPLIT_MACS:
+    if fast:  # exactly the swapped product, which is x @ w.T to rounding (bit for bit with some
+        # BLAS kernels, e.g. OpenBLAS's SkylakeX sgemm, not with others, e.g. its Haswell one)
+        np.testing.assert_array_equal(out, (w @ x.T).T)
+        assert_close(out, ref, TOL[dtype], "swapped product")
+    elif m * k * n < parallel.MATMUL_SPLIT_MACS:
         np.testing.assert_array_equal(out, ref)
     else:
         assert_close(out, ref, TOL[dtype], "split product")
@@ -406,8 +411,8 @@ def test_x_times_wt_non_contiguous_inputs_take_the_plain_product(monkeypatch, la
        dtype=st.sampled_from([np.float32, np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_linear_forward_bit_for_bit_numpy(monkeypatch, shape, lead, bias, dtype, seed):
     """hwF.linear on the NumPy backend, any leading dims: x @ w.T (+ b) bit for bit NumPy's
-    where BLAS runs it as one product, with the fast path taken exactly on its shapes (the
-    flattened batch's rows are m)."""
+    where BLAS runs it as one product ((w @ x.T).T on the fast path, taken exactly on its shapes:
+    the flattened batch's rows are m)."""
     m, k, n = shape
     if lead and m % lead[0]:
         lead = ()
@@ -421,10 +426,12 @@ def test_linear_forward_bit_for_bit_numpy(monkeypatch, shape, lead, bias, dtype,
         args.append(hw.Tensor(b, backend="numpy", requires_grad=True))
     with _spy_matmul(monkeypatch) as calls:
         out = hwF.linear(*args)
-    assert (not calls) == _takes_fast_path(m, k, n, dtype)
+    fast = _takes_fast_path(m, k, n, dtype)
+    assert (not calls) == fast
     # the 2-D product of the flattened batch (NumPy's own x @ w.T on a 3-D x is a batch of
-    # products, which sums differently in float32)
-    ref = (x.reshape(m, k) @ w.T).reshape(xshape[:-1] + (n,))
+    # products, which sums differently in float32); the fast path's is the swapped product
+    x2 = x.reshape(m, k)
+    ref = ((w @ x2.T).T if fast else x2 @ w.T).reshape(xshape[:-1] + (n,))
     if bias:
         ref = ref + b
     assert out.shape == ref.shape and out.dtype == np.dtype(dtype)
@@ -432,6 +439,9 @@ def test_linear_forward_bit_for_bit_numpy(monkeypatch, shape, lead, bias, dtype,
         np.testing.assert_array_equal(out.numpy(), ref)
     else:
         assert_close(out, ref, TOL[dtype], "linear forward")
+    if fast:
+        plain = (x2 @ w.T).reshape(ref.shape) + (b if bias else 0)
+        assert_close(out, plain, TOL[dtype], "linear forward against x @ w.T")
 
 
 @settings(max_examples=25, deadline=None)
@@ -473,15 +483,20 @@ _MACS = parallel.MATMUL_SPLIT_MACS
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_x_times_wt_boundaries(monkeypatch, m, k, n, fast, dtype):
     """The fast path's edges, named: taken exactly for float32 with 2 < m <= 32, n >= 128 and
-    m * k * n < MATMUL_SPLIT_MACS, bit for bit x @ w.T wherever BLAS runs one product."""
+    m * k * n < MATMUL_SPLIT_MACS ((w @ x.T).T there), bit for bit x @ w.T elsewhere wherever
+    BLAS runs one product."""
     be = get_backend("numpy")
     rng = _rng(m * 1000 + n)
     x = rng.standard_normal((m, k)).astype(dtype)
     w = rng.standard_normal((n, k)).astype(dtype)
     with _spy_matmul(monkeypatch) as calls:
         out = linalg._x_times_wt(be, x, w)
-    assert (not calls) == (fast and dtype == np.float32)
-    if m * k * n < _MACS:
+    taken = fast and dtype == np.float32
+    assert (not calls) == taken
+    if taken:  # exactly the swapped product; x @ w.T to rounding (see above)
+        np.testing.assert_array_equal(out, (w @ x.T).T)
+        assert_close(out, x @ w.T, TOL[dtype], "swapped product")
+    elif m * k * n < _MACS:
         np.testing.assert_array_equal(out, x @ w.T)
     else:
         assert_close(out, x @ w.T, TOL[dtype], "split product")

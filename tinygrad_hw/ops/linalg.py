@@ -34,10 +34,12 @@ def _x_times_wt(be, x, w):
     OpenBLAS (0.3.31's SkylakeX sgemm) takes about twice as long for a few rows times a wide
     weight (m = 4, k = 384, n = 512: 78 us against 45 us, one thread) when asked for
     ``x @ w.T`` as when asked for ``(w @ x.T).T``: the same "TN" product with the two operands'
-    roles swapped. Each output is then summed in the same order: the results were bit-identical
-    in float32 on every shape tried (1,372 random ones with 3 <= m <= 32 and n >= 128, one and
-    two BLAS threads), so a small float32 batch takes that form; float64 does not (for k = 100
-    its kernels sum differently), nor do products that parallel.matmul splits over the workers."""
+    roles swapped. With that kernel each output is summed in the same order: the results were
+    bit-identical in float32 on every shape tried (1,372 random ones with 3 <= m <= 32 and
+    n >= 128, one and two BLAS threads); with OpenBLAS's Haswell kernel (OPENBLAS_CORETYPE=Haswell)
+    they differ in the last bits, like any two ways of summing a float32 product. A small float32
+    batch takes that form; float64 does not (for k = 100 its kernels sum differently), nor do
+    products that parallel.matmul splits over the workers."""
     m, k = x.shape
     n = w.shape[0]
     if (2 < m <= 32 and n >= 128 and be.name == "numpy" and x.dtype == w.dtype == _F32
