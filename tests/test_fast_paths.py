@@ -500,3 +500,111 @@ def test_x_times_wt_boundaries(monkeypatch, m, k, n, fast, dtype):
         np.testing.assert_array_equal(out, x @ w.T)
     else:
         assert_close(out, x @ w.T, TOL[dtype], "split product")
+
+
+# --------------------------------------------------------------------------------------------------
+# nn.Sequential's fused Conv2d -> ReLU (ops.conv.Conv2dReLU)
+# --------------------------------------------------------------------------------------------------
+def _conv_relu_net(cin, cout, kernel, stride, bias, dtype, seed):
+    hw.manual_seed(seed)
+    return hw.nn.Sequential(hw.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias, dtype=dtype),
+                            hw.nn.ReLU(), hw.nn.Conv2d(cout, 3, 1, dtype=dtype), hw.nn.ReLU())
+
+
+def _run_net(net, x, upstream):
+    xt = hw.Tensor(x, requires_grad=True)
+    out = net(xt)
+    out.backward(hw.Tensor(upstream))
+    return [out.numpy(), xt.grad.numpy()] + [p.grad.numpy() for p in net.parameters()]
+
+
+@settings(max_examples=20, deadline=None)
+@given(cin=st.sampled_from([1, 3, 6, 16, 20]), cout=st.sampled_from([2, 12, 16, 33]), size=st.integers(4, 17),
+       kernel=st.sampled_from([1, 3]), stride=st.sampled_from([1, 2]), bias=st.booleans(), dtype=st.sampled_from(DTYPES),
+       compiled_on=st.booleans(), seed=st.integers(0, 2**16))
+def test_sequential_conv_relu_is_fused_and_bit_for_bit_the_two_ops(backend, monkeypatch, cin, cout, size, kernel,
+                                                                   stride, bias, dtype, compiled_on, seed):
+    """Conv2d -> ReLU in nn.Sequential runs as one Conv2dReLU node, with the output and every
+    gradient bit for bit those of the two ops run one by one (NaN and signed zeros of the ReLU as
+    Relu's); the ops are not fused when FUSE_CONV_RELU is off."""
+    _check_fused_conv_relu(monkeypatch, cin, cout, size, kernel, stride, bias, dtype, compiled_on, seed)
+
+
+@pytest.mark.parametrize("cin,cout,size,kernel,stride,compiled_on", [
+    (20, 33, 16, 3, 1, True),   # compiled Winograd F(4x4), channels-last V and M (wino_output_cl)
+    (20, 16, 8, 3, 1, True),    # F(4x4) at 8x8
+    (16, 20, 4, 3, 1, True),    # F(2x2) at 4x4, channels-last
+    (6, 12, 16, 3, 1, True),    # F(2x2), channel-major V (wino_output)
+    (32, 32, 8, 3, 1, False),   # the NumPy Winograd
+    (3, 8, 12, 3, 1, True),     # im2col, one product per image (144 positions)
+    (3, 8, 6, 3, 1, True),      # im2col, one product for the chunk (36 positions)
+    (4, 6, 9, 3, 2, False),     # im2col, strided
+])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_relu_fusion_on_every_kernel_path(monkeypatch, cin, cout, size, kernel, stride, compiled_on, bias, dtype):
+    """The fused ReLU on each kernel path of the NumPy backend, named (the drawn cases above
+    reach some of them only now and then)."""
+    _check_fused_conv_relu(monkeypatch, cin, cout, size, kernel, stride, bias, dtype, compiled_on, 7)
+
+
+def _check_fused_conv_relu(monkeypatch, cin, cout, size, kernel, stride, bias, dtype, compiled_on, seed):
+    from tinygrad_hw.kernels import compiled
+    from tinygrad_hw.nn import containers
+    rng = _rng(seed)
+    x = rng.standard_normal((2, cin, size, size)).astype(dtype)
+    x[0, 0, 0, :2] = [np.nan, -0.0]
+    net = _conv_relu_net(cin, cout, kernel, stride, bias, dtype, seed)
+    calls = {"fused": 0}
+    real = conv_ops.Conv2dReLU.forward
+
+    def counted(self, *arrays):
+        calls["fused"] += 1
+        return real(self, *arrays)
+
+    with monkeypatch.context() as patch:  # undone after each drawn example
+        patch.setattr(compiled, "ENABLED", compiled_on and compiled.ENABLED)
+        patch.setattr(conv_ops.Conv2dReLU, "forward", counted)
+        upstream = rng.standard_normal(net(hw.Tensor(x)).shape)
+        calls["fused"] = 0
+        fused = _run_net(net, x, upstream)
+        assert calls["fused"] == 2
+        patch.setattr(containers, "FUSE_CONV_RELU", False)
+        for p in net.parameters():
+            p.grad = None
+        separate = _run_net(net, x, upstream)
+        assert calls["fused"] == 2  # not called again
+    for a, b in zip(fused, separate):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv_relu_fusion_needs_the_exact_classes(backend, monkeypatch):
+    """A subclass of ReLU or Conv2d, or an instance with its own forward, runs on its own."""
+    calls = []
+    monkeypatch.setattr(conv_ops.Conv2dReLU, "forward",
+                        lambda self, *a: calls.append(1) or conv_ops.Conv2d.forward(self, *a))
+
+    class MyReLU(hw.nn.ReLU):
+        pass
+
+    x = hw.Tensor(_rng(0).standard_normal((1, 2, 5, 5)))
+    hw.nn.Sequential(hw.nn.Conv2d(2, 3, 3, dtype=np.float64), MyReLU())(x)
+    conv = hw.nn.Conv2d(2, 3, 3, dtype=np.float64)
+    conv.forward = lambda inp, **kw: hw.nn.functional.conv2d(inp, conv.weight, conv.bias)
+    hw.nn.Sequential(conv, hw.nn.ReLU())(x)
+    assert not calls
+    hw.nn.Sequential(hw.nn.Conv2d(2, 3, 3, dtype=np.float64), hw.nn.ReLU())(x)
+    assert calls
+
+
+@settings(max_examples=10, deadline=None)
+@given(case=conv_cases())
+def test_conv2d_relu_second_order_matches_torch(backend, case):
+    """conv2d_relu records a backward that is differentiable again: second-order gradients (in
+    x, w, b and the upstream gradient) of relu(conv) -> tanh as PyTorch's."""
+    from tinygrad_hw.nn.functional.conv import conv2d_relu
+    case = dict(case, dtype=np.float64, bias=True)
+    x, w, b = _conv_arrays(case)
+    geom = case["geom"]
+    second_order_against_torch(backend, lambda x, w, b: conv2d_relu(x, w, b, **geom).tanh(),
+                               lambda x, w, b: F.relu(F.conv2d(x, w, b, **geom)).tanh(), [x, w, b], case["seed"])

@@ -464,13 +464,15 @@ def wino_input_generic(x, v, bt, m, pt, pl, th, tw):
 
 
 @_jit
-def wino_output(mm, y, at, bias, has_bias, th, tw):
+def wino_output(mm, y, at, bias, has_bias, th, tw, relu=False):
     """y (n, O, OH, OW) = A^T M A (+ bias[o]) of every tile of M (alpha^2, O, n*th*tw); the
     rows/columns of the last tiles past OH x OW are dropped. For any A^T: A^T along the tile
     rows straight from M's planes, then along the columns, each a loop over all tiles of one
     output channel (unsigned indices, so it vectorises), then every value to its place in y.
     (This replaced an unrolled F(2x2) kernel, tile by tile, that it beats 1.25-3x: 0.20 against
-    0.57 ms for 16 images of 32 channels at 16x16, 0.50 against 0.87 for 16 of 128 at 8x8.)"""
+    0.57 ms for 16 images of 32 channels at 16x16, 0.50 against 0.87 for 16 of 128 at 8x8.)
+    ``relu``: max(y, 0) as it is written (compiled_nn's ReLU: NaN stays, -0.0 becomes +0.0), for
+    a fused conv -> ReLU."""
     n, o, oh, ow = y.shape
     mo, alpha = at.shape
     tiles = th * tw
@@ -529,8 +531,13 @@ def wino_output(mm, y, at, bias, has_bias, th, tw):
                             break
                         src = vals + U(b * tiles + ti * tw)
                         dst = U(((b * o + oc) * oh + r) * ow + e)
-                        for tj in range(U(qs)):
-                            yf[dst + U(mo) * tj] = z[src + tj] + add
+                        if relu:  # max(v, 0) as compiled_nn's ReLU: NaN stays, -0.0 -> +0.0
+                            for tj in range(U(qs)):
+                                v = z[src + tj] + add
+                                yf[dst + U(mo) * tj] = 0 if v <= 0 else v
+                        else:
+                            for tj in range(U(qs)):
+                                yf[dst + U(mo) * tj] = z[src + tj] + add
 
 
 @_jit
@@ -638,14 +645,14 @@ def _wino_output_cl_f4(mf, z, s, at, b, th, tw, ps, uo):
 
 
 @_jit
-def wino_output_cl(mt, y, at, bias, has_bias, th, tw):
+def wino_output_cl(mt, y, at, bias, has_bias, th, tw, relu=False):
     """wino_output from M channels-last, (alpha^2, n*th*tw, O): the product V U^T, which BLAS
     runs 1.3-2.4x faster than U V^T at 32-64 channels (K = C is small; 166 against 69 GFLOP/s for
     36 planes of 32 x 32 by 512 tiles, one thread). Tile by tile, every sum of A^T M A one loop
     over the output channels (contiguous: vectorised) into an image buffer, rows of (OW', O)
     in L1, then each output row transposed into y's NCHW. The sums are wino_output's (coefficient
     times value in the order of A^T's columns, zeros skipped, then + bias), so y is bit for bit
-    the same."""
+    the same. ``relu``: max(y, 0) as it is written (as wino_output's), for a fused conv -> ReLU."""
     n, o, oh, ow = y.shape
     mo, alpha = at.shape
     tiles = th * tw
@@ -704,8 +711,17 @@ def wino_output_cl(mt, y, at, bias, has_bias, th, tw):
                 src = zr + oc
                 if has_bias:
                     add = bias[oc]
+                    if relu:  # max(v, 0) as compiled_nn's ReLU: NaN stays, -0.0 -> +0.0
+                        for q in range(U(ow)):
+                            v = z[src + q * uo] + add
+                            yf[dst + q] = 0 if v <= 0 else v
+                    else:
+                        for q in range(U(ow)):
+                            yf[dst + q] = z[src + q * uo] + add
+                elif relu:
                     for q in range(U(ow)):
-                        yf[dst + q] = z[src + q * uo] + add
+                        v = z[src + q * uo] + 0
+                        yf[dst + q] = 0 if v <= 0 else v
                 else:  # + 0 as wino_output (a -0.0 comes out +0.0)
                     for q in range(U(ow)):
                         yf[dst + q] = z[src + q * uo] + 0

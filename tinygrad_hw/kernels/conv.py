@@ -90,9 +90,10 @@ def _grads_by_group(be, gy, groups):
 
 
 def conv2d_forward(be, x, w, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
-                   out_hw=None, bias=None):
+                   out_hw=None, bias=None, relu=False):
     """Cross-correlation of images ``x`` (N, C, H, W) with ``w`` (O, C/groups, kh, kw), plus
-    ``bias`` (O,) when given (added chunk by chunk while the output is still in the cache).
+    ``bias`` (O,) when given (added chunk by chunk while the output is still in the cache);
+    ``relu``: then max(., 0) the same way (a fused conv -> ReLU).
 
     ``padding`` is (top, bottom, left, right) of zeros; ``out_hw`` restricts the output to its
     first rows/columns (used by the higher-order gradients of a transposed convolution)."""
@@ -108,7 +109,7 @@ def conv2d_forward(be, x, w, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1
     if n == 0:
         return y
     if winograd.applies(be, c, o, (kh, kw), stride, dilation, groups, x.dtype, out_hw):
-        winograd.forward(be, x, w, padding, y, bias)
+        winograd.forward(be, x, w, padding, y, bias, relu)
         return y
     og, k, positions = o // groups, cg * kh * kw, oh * ow
     w_mat = w.reshape(groups, og, k)
@@ -123,11 +124,15 @@ def conv2d_forward(be, x, w, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1
             xp.matmul(w_mat, cols, out=out)
             if bias is not None:
                 out += bias.reshape(groups, og, 1)
+            if relu:
+                xp.maximum(out, 0, out=out)
             return
         cols = _im2col(be, x[n0:n1], (kh, kw), stride, padding, dilation, groups, out_hw)
         prod = _grouped_matmul(be, w_mat, cols, "gemm")  # (g, O/g, n*OH*OW)
         if bias is not None:
             prod += bias.reshape(groups, og, 1)
+        if relu:
+            xp.maximum(prod, 0, out=prod)
         xp.copyto(y[n0:n1].reshape(n1 - n0, groups, og, positions),
                   prod.reshape(groups, og, n1 - n0, positions).transpose(2, 0, 1, 3))
 

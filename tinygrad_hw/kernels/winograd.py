@@ -139,14 +139,15 @@ def _winograd_output(be, m, y, tiles_hw):
             xp.copyto(y[:, :, a::2, e::2], z[a, e, :, :, :rows, :cols].transpose(1, 0, 2, 3))
 
 
-def forward(be, x, w, padding, y, bias=None):
-    """y = conv2d(x, w) (+ bias) for a 3x3 kernel, stride 1, no dilation, one group, by Winograd."""
+def forward(be, x, w, padding, y, bias=None, relu=False):
+    """y = conv2d(x, w) (+ bias) for a 3x3 kernel, stride 1, no dilation, one group, by Winograd;
+    ``relu``: max(y, 0) (applied as the compiled output transforms write y)."""
     xp = be.xp
     n, c = x.shape[:2]
     o, oh, ow = y.shape[1:]
     tiles = (-(-oh // 2), -(-ow // 2))
     if compiled.active(be, x, w):
-        _compiled_forward(be, x, w, padding, y, bias)
+        _compiled_forward(be, x, w, padding, y, bias, relu)
         return
     u = _winograd_filter(be, w)
 
@@ -158,6 +159,8 @@ def forward(be, x, w, padding, y, bias=None):
         _winograd_output(be, m, y[n0:n1], tiles)
         if bias is not None:
             y[n0:n1] += bias.reshape(o, 1, 1)
+        if relu:
+            xp.maximum(y[n0:n1], 0, out=y[n0:n1])
 
     map_chunks(be, chunk, image_chunks(be, n, 16 * c * tiles[0] * (tiles[1] + 1) * x.dtype.itemsize))
 
@@ -225,7 +228,7 @@ def _compiled_filter(be, w, gg, transposed=False):
     return u.reshape((gg.shape[0], c, o) if transposed else (gg.shape[0], o, c))
 
 
-def _compiled_forward(be, x, w, padding, y, bias):
+def _compiled_forward(be, x, w, padding, y, bias, relu=False):
     """The forward pass with compiled tile transforms (bias added in the output transform)."""
     xp = be.xp
     n, c = x.shape[:2]
@@ -250,11 +253,11 @@ def _compiled_forward(be, x, w, padding, y, bias):
         if last:
             prod = workspace(be, "gemm", (planes, cols, o), x.dtype)
             xp.matmul(v, u, out=prod)
-            compiled.wino_output_cl(prod, y[n0:n1], at, bias, has_bias, th, tw)
+            compiled.wino_output_cl(prod, y[n0:n1], at, bias, has_bias, th, tw, relu)
         else:
             prod = workspace(be, "gemm", (planes, o, cols), x.dtype)
             xp.matmul(u, v, out=prod)
-            compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw)
+            compiled.wino_output(prod, y[n0:n1], at, bias, has_bias, th, tw, relu)
 
     map_chunks(be, chunk, image_chunks(be, n, planes * (c + o) * th * tw * x.dtype.itemsize))
 

@@ -4,9 +4,22 @@ from __future__ import annotations
 import operator
 from collections import OrderedDict
 
+from .layers import Conv2d, ReLU
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
+
+
+# A Conv2d followed by a ReLU runs as one op (ops.conv.Conv2dReLU: max(., 0) applied as the
+# convolution writes its output, no pass of its own; the same values and gradients, bit for
+# bit). Only the exact classes, without a forward of their own on the instance, are fused;
+# False runs every module on its own.
+FUSE_CONV_RELU = True
+
+
+def _conv_then_relu(first, second) -> bool:
+    return (type(first) is Conv2d and type(second) is ReLU
+            and "forward" not in first.__dict__ and "forward" not in second.__dict__)
 
 
 def _checked_index(container, idx) -> int:
@@ -33,8 +46,16 @@ class Sequential(Module):
                 self.add_module(str(i), module)
 
     def forward(self, input):
-        for module in self._modules.values():
-            input = module(input)
+        modules = tuple(self._modules.values())
+        i, count = 0, len(modules)
+        while i < count:
+            module = modules[i]
+            if i + 1 < count and FUSE_CONV_RELU and _conv_then_relu(module, modules[i + 1]):
+                input = module(input, _then_relu=True)  # one op: the ReLU as the conv writes
+                i += 2
+            else:
+                input = module(input)
+                i += 1
         return input
 
     def __len__(self):

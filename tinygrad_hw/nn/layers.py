@@ -15,6 +15,7 @@ from ..backend import get_backend
 from ..dtypes import get_default_dtype, to_dtype
 from ..tensor import Tensor
 from . import functional as F
+from .functional.conv import conv2d_relu
 from . import init
 from .module import Module, Parameter
 from .validation import check_probability, pair, positive_int
@@ -133,9 +134,11 @@ class Conv2d(Module):
     def reset_parameters(self) -> None:
         _reset_like_pytorch(self.weight, self.bias)
 
-    def forward(self, input):
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+    def forward(self, input, *, _then_relu=False):
+        # _then_relu: nn.Sequential's fused Conv2d -> ReLU (conv2d_relu: the same values and
+        # gradients as the two ops, one pass fewer)
+        conv = conv2d_relu if _then_relu else F.conv2d
+        return conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -11,7 +11,7 @@ forward (on raw arrays) beside backward (on Tensors, so higher-order gradients c
 
 Array kernels with no autograd (im2col, Winograd, pooling) are in :mod:`tinygrad_hw.kernels`.
 """
-from .conv import Conv2d, Conv2dInputGrad, Conv2dWeightGrad
+from .conv import Conv2d, Conv2dInputGrad, Conv2dReLU, Conv2dWeightGrad
 from .elementwise import (Abs, Add, Cast, Clamp, Div, Exp, LeakyRelu, Log, Log1p, Maximum, Minimum, Mul,
                           Neg, Pow, Relu, Sigmoid, Sqrt, Sub, Tanh, Where)
 from .linalg import Linear, MatMul
@@ -28,7 +28,7 @@ __all__ = [
     "Sqrt", "Tanh", "Sigmoid", "Abs", "Relu", "LeakyRelu", "Clamp", "Cast",
     "Sum", "Max", "Min", "Softmax", "LogSoftmax",
     "Reshape", "Permute", "Expand", "GetItem", "ScatterInto", "SetItem", "Pad", "Cat",
-    "MatMul", "Linear", "Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad",
+    "MatMul", "Linear", "Conv2d", "Conv2dReLU", "Conv2dInputGrad", "Conv2dWeightGrad",
     "MaxPool2d", "MaxPool2dBackward", "MaxPool2dGather", "AvgPool2d", "AvgPool2dBackward",
     "BatchNormTrain", "CrossEntropyRows", "NormalCdf",
     "Clone", "Sin", "Cos", "Cumsum", "Norm2", "NormP", "Prod", "BinaryCrossEntropy",

@@ -8,8 +8,9 @@ from __future__ import annotations
 from ..autograd.function import Function, first_order
 from ..kernels import compiled, compiled_nn
 from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
+from .elementwise import Relu
 
-__all__ = ["Conv2d", "Conv2dInputGrad", "Conv2dWeightGrad"]
+__all__ = ["Conv2d", "Conv2dReLU", "Conv2dInputGrad", "Conv2dWeightGrad"]
 
 
 class _ConvFamily(Function):
@@ -80,6 +81,25 @@ class Conv2d(_ConvFamily):
             # first order: one compiled pass, channels over the workers (kernels/compiled_nn.py)
             return grads + (self.const(compiled_nn.channel_sums(self.backend, self.xp.ascontiguousarray(gd))),)
         return grads + (g.sum((0, 2, 3)),)
+
+
+class Conv2dReLU(Conv2d):
+    """relu(conv(x, w) (+ b)) as one node (nn.Sequential runs a Conv2d followed by a ReLU so):
+    max(., 0) is applied as the kernels write the output, with no pass of its own, and backward
+    masks the cotangent with the saved output exactly as :class:`~.elementwise.Relu` does before
+    Conv2d's backward. Values and gradients are the two ops', bit for bit."""
+
+    def forward(self, x, w, b=None):
+        self.save(x, w)
+        self.save_output()
+        return conv2d_forward(self.backend, x, w, out_hw=self.out_hw, bias=b, relu=True, **self.geometry())
+
+    def backward(self, g):
+        masked, = Relu.backward(self, g)  # Relu's own code: it reads only the saved output
+        dtype = self.output_data().dtype
+        if masked.dtype != dtype:  # as the engine casts the gradient of Relu's input (the conv's output)
+            masked = masked.astype(dtype)
+        return super().backward(masked)
 
 
 class Conv2dInputGrad(_ConvFamily):

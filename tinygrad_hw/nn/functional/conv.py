@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from ...kernels.geometry import check_conv_shapes, conv_output_size, pool_output_size
 from ...kernels.pool import max_pool2d_flat_indices
-from ...ops.conv import Conv2d, Conv2dInputGrad
+from ...ops.conv import Conv2d, Conv2dInputGrad, Conv2dReLU
 from ...ops.pool import AvgPool2d, MaxPool2d
 from ..validation import check_bias, check_image_input, check_weight, conv_geometry, pair
 
-__all__ = ['conv2d', 'conv_transpose2d', 'max_pool2d', 'avg_pool2d', 'adaptive_avg_pool2d']
+__all__ = ['conv2d', 'conv2d_relu', 'conv_transpose2d', 'max_pool2d', 'avg_pool2d', 'adaptive_avg_pool2d']
 
 
 def _batched(x):
@@ -28,6 +28,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     ``input`` (N, C, H, W) or (C, H, W); ``weight`` (O, C/groups, kh, kw); ``bias`` (O,) or None;
     ``padding`` an int, a pair, ``"valid"`` or ``"same"`` (stride 1 only; an odd total padding puts
     the extra row/column at the bottom/right, as PyTorch does)."""
+    return _conv2d(Conv2d, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``relu(conv2d(...))`` as one op (:class:`~tinygrad_hw.ops.conv.Conv2dReLU`), the same values
+    and gradients: what nn.Sequential runs for a Conv2d followed by a ReLU."""
+    return _conv2d(Conv2dReLU, input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv2d(op_class, input, weight, bias, stride, padding, dilation, groups):
     op = "conv2d"
     check_image_input(op, input)
     check_weight(op, weight, input)
@@ -61,7 +71,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if bias is not None:
         check_bias(op, bias, o, x.dtype)
         inputs += (bias,)
-    y = Conv2d.apply(*inputs, stride=stride, padding=pads, dilation=dilation, groups=groups, out_hw=None)
+    y = op_class.apply(*inputs, stride=stride, padding=pads, dilation=dilation, groups=groups, out_hw=None)
     return y.squeeze(0) if unbatched else y
 
 
