@@ -23,23 +23,32 @@ def test_split_matmul_equals_numpy(monkeypatch, shape, workers):
 
 @pytest.mark.parametrize("count,shape", [(1, (3, 4)), (2, (5,)), (7, (36, 33, 17)), (5, (2, 3))])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_sum_parts_is_the_sequential_sum_bit_for_bit(monkeypatch, count, shape, workers):
+def test_map_sum_sums_fixed_shares_bit_for_bit(monkeypatch, count, shape, workers):
+    """map_sum is sum over k of (the chunks k, k + W, k + 2W ... summed in order), the shares
+    added in order: bit for bit that, whichever thread runs which share; each chunk's fn once."""
     monkeypatch.setattr(parallel, "WORKERS", workers)
     monkeypatch.setattr(parallel, "SPLIT_BYTES", 1)  # split even the smallest of these
     rng = np.random.default_rng(count)
     parts = [(rng.standard_normal(shape) * 10.0 ** rng.integers(-4, 4)).astype(np.float32) for _ in range(count)]
-    expected = parts[0].copy()
-    for part in parts[1:]:
-        expected += part
-    copies = [p.copy() for p in parts]
-    total = parallel.sum_parts(get_backend("numpy"), copies)
-    assert total is copies[0]
-    np.testing.assert_array_equal(total, expected)
-    # into a non-contiguous first part too
-    base = np.zeros(shape + (2,), np.float32)
-    first = base[..., 0]
-    first[...] = parts[0]
-    np.testing.assert_array_equal(parallel.sum_parts(get_backend("numpy"), [first] + parts[1:]), expected)
+    shares = []
+    for k in range(min(workers, count)):
+        share = parts[k].copy()
+        for part in parts[k + workers::workers]:
+            share += part
+        shares.append(share)
+    expected = shares[0]
+    for share in shares[1:]:
+        expected += share
+    calls = []
+
+    def fn(i):
+        calls.append(i)
+        return parts[i].copy()  # fresh, as the contract says
+
+    for _ in range(3):  # the same bits every time
+        calls.clear()
+        np.testing.assert_array_equal(parallel.map_sum(get_backend("numpy"), fn, list(range(count))), expected)
+        assert sorted(calls) == list(range(count))
 
 
 def test_blas_threads_are_restored_after_a_kernel(monkeypatch):

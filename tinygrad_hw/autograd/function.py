@@ -174,6 +174,8 @@ class Function:
         """``forward`` on ``arrays`` of ``backend``, returning the array: no tensors, no node,
         no checks. For a plain first-order backward (:func:`first_order`), which records and
         checks nothing anyway, to make a gradient with another op's forward without ``apply``."""
+        # the op is made as apply makes it (kept inline there: a shared helper's call measured
+        # 0.07 us more per recorded op, ~3% of the per-op overhead)
         if cls._plain_init:
             fn = _new_object(cls)
             d = fn.__dict__

@@ -645,6 +645,50 @@ def _wino_output_cl_f4(mf, z, s, at, b, th, tw, ps, uo):
 
 
 @_jit
+def _wino_output_cl_generic(mf, z, s, at, b, th, tw, ps, uo):
+    """wino_output_cl's tiles of image ``b`` for any A^T: every sum a loop over the output
+    channels (the unrolled kernels' reference in the tests)."""
+    mo, alpha = at.shape
+    tiles = th * tw
+    wz = U(tw * mo)  # the image buffer's row: whole tiles
+    for ti in range(th):
+        for tj in range(tw):
+            col = U(b * tiles + ti * tw + tj) * uo
+            for a in range(mo):  # s[a, e'] = sum_l at[a, l] M[l*alpha + e']
+                for e in range(alpha):
+                    d = U(a * alpha + e) * uo
+                    first = True
+                    for l in range(alpha):
+                        coef = at[a, l]
+                        if coef == 0:
+                            continue
+                        src = U(l * alpha + e) * ps + col
+                        if first:
+                            for k in range(uo):
+                                s[d + k] = coef * mf[src + k]
+                            first = False
+                        else:
+                            for k in range(uo):
+                                s[d + k] += coef * mf[src + k]
+            for a in range(mo):  # z[a, e] = sum_l at[e, l] s[a, l]
+                for e in range(mo):
+                    d = (U(ti * mo + a) * wz + U(tj * mo + e)) * uo
+                    first = True
+                    for l in range(alpha):
+                        coef = at[e, l]
+                        if coef == 0:
+                            continue
+                        src = U(a * alpha + l) * uo
+                        if first:
+                            for k in range(uo):
+                                z[d + k] = coef * s[src + k]
+                            first = False
+                        else:
+                            for k in range(uo):
+                                z[d + k] += coef * s[src + k]
+
+
+@_jit
 def wino_output_cl(mt, y, at, bias, has_bias, th, tw, relu=False):
     """wino_output from M channels-last, (alpha^2, n*th*tw, O): the product V U^T, which BLAS
     runs 1.3-2.4x faster than U V^T at 32-64 channels (K = C is small; 166 against 69 GFLOP/s for
@@ -669,41 +713,8 @@ def wino_output_cl(mt, y, at, bias, has_bias, th, tw, relu=False):
             _wino_output_cl_f2(mf, z, s, at, b, th, tw, ps, uo)
         elif unrolled == 4:
             _wino_output_cl_f4(mf, z, s, at, b, th, tw, ps, uo)
-        for ti in range(th if unrolled == 0 else 0):
-            for tj in range(tw):
-                col = U(b * tiles + ti * tw + tj) * uo
-                for a in range(mo):  # s[a, e'] = sum_l at[a, l] M[l*alpha + e']
-                    for e in range(alpha):
-                        d = U(a * alpha + e) * uo
-                        first = True
-                        for l in range(alpha):
-                            coef = at[a, l]
-                            if coef == 0:
-                                continue
-                            src = U(l * alpha + e) * ps + col
-                            if first:
-                                for k in range(uo):
-                                    s[d + k] = coef * mf[src + k]
-                                first = False
-                            else:
-                                for k in range(uo):
-                                    s[d + k] += coef * mf[src + k]
-                for a in range(mo):  # z[a, e] = sum_l at[e, l] s[a, l]
-                    for e in range(mo):
-                        d = (U(ti * mo + a) * wz + U(tj * mo + e)) * uo
-                        first = True
-                        for l in range(alpha):
-                            coef = at[e, l]
-                            if coef == 0:
-                                continue
-                            src = U(a * alpha + l) * uo
-                            if first:
-                                for k in range(uo):
-                                    z[d + k] = coef * s[src + k]
-                                first = False
-                            else:
-                                for k in range(uo):
-                                    z[d + k] += coef * s[src + k]
+        else:
+            _wino_output_cl_generic(mf, z, s, at, b, th, tw, ps, uo)
         for r in range(oh):  # + bias, each row transposed into NCHW (reads within one row of z)
             zr = U(r) * wz * uo
             for oc in range(uo):
@@ -1072,8 +1083,10 @@ def warm_up() -> float:
             wino_input(x, v, bt, m, 1, 1, 2, 2, False)
             mm = numpy.empty((alpha * alpha, 1, 4), dtype)  # 1 channel by 4 tiles
             out = numpy.empty((1, 1, 2 * m, 2 * m), dtype)
-            wino_output(mm, out, at, numpy.zeros(1, dtype), False, 2, 2)
-            wino_output_cl(numpy.empty((alpha * alpha, 4, 1), dtype), out, at, numpy.zeros(1, dtype), False, 2, 2)
+            # relu passed as the callers pass it: a bool argument compiles apart from an omitted one
+            wino_output(mm, out, at, numpy.zeros(1, dtype), False, 2, 2, False)
+            wino_output_cl(numpy.empty((alpha * alpha, 4, 1), dtype), out, at, numpy.zeros(1, dtype), False, 2, 2,
+                           False)
             wino_grad_output(out, mm, at, 2, 2)
             wino_grad_output_cl(out, numpy.empty((alpha * alpha, 4, 1), dtype), at, 2, 2)
         y = numpy.empty((1, 1, 2, 2), dtype)

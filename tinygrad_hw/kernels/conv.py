@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from . import compiled, winograd
 from .geometry import check_conv_shapes, conv_output_size
-from .parallel import map_chunks
+from .parallel import map_chunks, map_sum
 from .scratch import image_chunks, pad_image, workspace
 
 __all__ = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad", "BY_IMAGE_MIN_POSITIONS"]
@@ -166,10 +166,7 @@ def conv2d_weight_grad(be, x, gy, kernel_hw, stride=(1, 1), padding=(0, 0, 0, 0)
         g_mat = _grads_by_group(be, gy[n0:n1], groups)
         return xp.matmul(g_mat, cols.transpose(0, 2, 1))  # (g, O/g, C/g*kh*kw), fresh
 
-    parts = map_chunks(be, chunk, image_chunks(be, n, c * kh * kw * oh * ow * x.dtype.itemsize))
-    gw = parts[0]
-    for part in parts[1:]:
-        gw += part
+    gw = map_sum(be, chunk, image_chunks(be, n, c * kh * kw * oh * ow * x.dtype.itemsize))
     return gw.reshape(o, cg, kh, kw)
 
 

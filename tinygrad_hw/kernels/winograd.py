@@ -21,7 +21,7 @@ import numpy
 
 from . import compiled
 from .geometry import valid_range
-from .parallel import map_chunks, single_threaded_blas, sum_parts, worker_count
+from .parallel import map_chunks, map_sum, single_threaded_blas
 from .scratch import bordered_workspace, image_chunks, workspace
 
 __all__ = ["ENABLED", "MIN_CHANNELS", "MIN_SIZE", "COMPILED_MIN_CHANNELS", "COMPILED_MIN_SIZE", "FOUR_FROM", "FOUR_MIN_CHANNELS",
@@ -291,20 +291,7 @@ def _compiled_weight_grad(be, x, gy, padding):
         compiled.wino_grad_output(gy[n0:n1], prod, at, th, tw)
         return xp.matmul(prod, v if last else v.transpose(0, 2, 1))  # (alpha^2, O, C), fresh
 
-    # each worker sums its own share of the chunks as it goes, a fixed share (every W-th chunk),
-    # so the sums are the same whichever thread runs first, and only W partial sums are alive
-    # at once (one per chunk held until the end took 3-4 MB more at the peak of vgg_style b64)
-    chunks = image_chunks(be, n, planes * (c + o) * th * tw * x.dtype.itemsize)
-    shares = worker_count() if be.name == "numpy" else 1
-    groups = [chunks[k::shares] for k in range(min(shares, len(chunks)))]
-
-    def share(spans):
-        total = chunk(spans[0])
-        for span in spans[1:]:
-            total += chunk(span)
-        return total
-
-    du = sum_parts(be, map_chunks(be, share, groups))
+    du = map_sum(be, chunk, image_chunks(be, n, planes * (c + o) * th * tw * x.dtype.itemsize))
     # U = gg w, so dw = gg^T dU
     with single_threaded_blas(be, o * c * planes * 9):
         return (du.reshape(planes, o * c).T @ gg).reshape(o, c, 3, 3)
@@ -345,10 +332,7 @@ def weight_grad(be, x, gy, padding):
         xp.subtract(m[0], m[3], out=m[2])
         return xp.matmul(m.reshape(16, o, -1), v.transpose(0, 2, 1))  # (16, O, C), fresh
 
-    parts = map_chunks(be, chunk, image_chunks(be, n, 16 * c * th * r * x.dtype.itemsize))
-    du = parts[0]
-    for part in parts[1:]:
-        du += part
+    du = map_sum(be, chunk, image_chunks(be, n, 16 * c * th * r * x.dtype.itemsize))
     sign = numpy.ones((4, 4))
     sign[3, :] *= -1
     sign[:, 3] *= -1

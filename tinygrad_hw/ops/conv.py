@@ -97,7 +97,7 @@ class Conv2dReLU(Conv2d):
     def backward(self, g):
         masked, = Relu.backward(self, g)  # Relu's own code: it reads only the saved output
         dtype = self.output_data().dtype
-        if masked.dtype != dtype:  # as the engine casts the gradient of Relu's input (the conv's output)
+        if masked.dtype != dtype:  # the cast the engine makes between Relu and Conv2d
             masked = masked.astype(dtype)
         return super().backward(masked)
 
